@@ -1,0 +1,3 @@
+from riskgate.cli import main
+
+raise SystemExit(main())

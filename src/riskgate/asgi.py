@@ -1,0 +1,221 @@
+"""The HTTP face of riskgate: decision API, feedback, health and metrics on one port.
+
+The handlers only translate: bytes to a :class:`RiskEvent`, an engine answer to
+JSON, and every :class:`InputError` to the contract's ``{"error", "field"}`` body.
+Everything the service needs is built once in the lifespan from the typed config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from riskgate import metrics
+from riskgate.config import Config, load_config
+from riskgate.decisionlog import DecisionLog
+from riskgate.engine import Engine
+from riskgate.errors import InputError, StoreError
+from riskgate.event import OUTCOMES, event_from_api, parse_json_object
+from riskgate.reload import RuleReloader
+from riskgate.rules import RuleSet, load_ruleset
+from riskgate.signals import Keyer, SignalExtractor
+from riskgate.store import open_store
+
+logger = logging.getLogger(__name__)
+
+#: Names the config file for ``create_app_from_env``, so each uvicorn worker can
+#: build its own app (and its own store connections) after the fork.
+CONFIG_ENV = "RISKGATE_CONFIG"
+
+
+def new_request_id() -> str:
+    """A unique, unguessable request id (96 random bits, hex)."""
+    return os.urandom(12).hex()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InputError(f"the body is larger than {limit} bytes", None, status=413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InputError(f"the body is larger than {limit} bytes", None, status=413)
+    return bytes(body)
+
+
+def _input_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InputError)
+    return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+
+
+class Service:
+    """The engine plus what it was built from; one per process (per uvicorn worker)."""
+
+    def __init__(self, config: Config) -> None:
+        """Load rules, open the store and the log; raise on a config that cannot serve."""
+        self.config = config
+        ruleset = load_ruleset(config.rules)
+        store = open_store(config.store, max_entries=config.memory_store_max_entries)
+        keyer = Keyer(config.secret.encode())
+        signals, warnings = SignalExtractor.from_config(config, keyer)
+        for warning in warnings:
+            logger.warning("%s", warning)
+        self.log = DecisionLog(config.decision_log) if config.decision_log else None
+        self.engine = Engine(ruleset, store, signals, keyer, self.log, config.feedback_ttl)
+        self.reloader = RuleReloader(config.rules, ruleset, self._install)
+        self._admin_tokens = [token.encode() for token in config.admin_tokens]
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _install(self, ruleset: RuleSet) -> None:
+        self.engine.ruleset = ruleset
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.reloader.on_sighup(loop)
+        if self.config.watch_rules:
+            self._watcher = loop.create_task(self.reloader.watch())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.engine.store.close()
+        if self.log is not None:
+            self.log.close()
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        given = token.strip().encode()
+        # Compare with every token, in constant time, so timing reveals neither
+        # a token's content nor which one matched.
+        matches = [hmac.compare_digest(given, known) for known in self._admin_tokens]
+        return any(matches)
+
+    async def reload_rules(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return JSONResponse(
+                {"error": "admin endpoints need `Authorization: Bearer <token>` with a token "
+                          "from `admin_tokens` in the configuration"},
+                status_code=401, headers={"www-authenticate": "Bearer"},
+            )
+        result = await self.reloader.reload()
+        if not result.ok:
+            return JSONResponse({"error": "the rule set was refused; the previous set keeps "
+                                          "serving", "version": result.version,
+                                 "problems": list(result.problems)}, status_code=422)
+        return JSONResponse({"version": result.version})
+
+    async def decide(self, request: Request) -> Response:
+        body = await read_body(request, self.config.max_body_bytes)
+        event = event_from_api(body, new_request_id(), time.time())
+        decision = await self.engine.decide(event)
+        verdict = decision.verdict
+        return JSONResponse(
+            {
+                "request_id": decision.request_id,
+                "decision": verdict.decision,
+                "score": verdict.score,
+                "reasons": [
+                    {"rule": m.rule, "score": m.score, "action": m.action} for m in verdict.reasons
+                ],
+                "degraded": decision.degraded,
+            }
+        )
+
+    async def feedback(self, request: Request) -> Response:
+        payload = parse_json_object(await read_body(request, self.config.max_body_bytes))
+        request_id, outcome = payload.get("request_id"), payload.get("outcome")
+        if not isinstance(request_id, str) or not request_id:
+            raise InputError("`request_id` is required: the id /v1/decide answered", "request_id")
+        if outcome not in OUTCOMES:
+            raise InputError(f"`outcome` must be one of {', '.join(OUTCOMES)}", "outcome")
+        try:
+            found = await self.engine.feedback(request_id, outcome, time.time())
+        except StoreError as exc:
+            return JSONResponse({"error": f"the store is unavailable: {exc}"}, status_code=503)
+        if not found:
+            return JSONResponse(
+                {"error": "unknown request_id: no recent decision has this id",
+                 "field": "request_id"},
+                status_code=404,
+            )
+        return Response(status_code=204)
+
+    async def ready(self, _: Request) -> Response:
+        try:
+            await self.engine.store.health()
+        except StoreError as exc:
+            return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
+        return JSONResponse({"ready": True, "rules_version": self.engine.ruleset.version,
+                             "rules_refused": list(self.reloader.refused)})
+
+
+async def _healthz(_: Request) -> Response:
+    return JSONResponse({"alive": True})
+
+
+async def _metrics(_: Request) -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(config: Config) -> Starlette:
+    """The riskgate ASGI app for ``config``; the engine is built when the app starts."""
+    service: Service | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        nonlocal service
+        service = Service(config)
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    def bound(name: str) -> Any:
+        # Handlers resolve the service at call time: it only exists once the app started.
+        async def endpoint(request: Request) -> Response:
+            if service is None:
+                return JSONResponse({"error": "riskgate is starting"}, status_code=503)
+            handler = getattr(service, name)
+            response: Response = await handler(request)
+            return response
+
+        return endpoint
+
+    return Starlette(
+        routes=[
+            Route("/v1/decide", bound("decide"), methods=["POST"]),
+            Route("/v1/feedback", bound("feedback"), methods=["POST"]),
+            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/readyz", bound("ready"), methods=["GET"]),
+            Route("/metrics", _metrics, methods=["GET"]),
+            Route("/admin/rules/reload", bound("reload_rules"), methods=["POST"]),
+        ],
+        exception_handlers={InputError: _input_error},
+        lifespan=lifespan,
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory: the app for the config file named by ``RISKGATE_CONFIG``."""
+    return create_app(load_config(os.environ[CONFIG_ENV]))
+

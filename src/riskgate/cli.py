@@ -1,0 +1,140 @@
+"""The ``riskgate`` command (CONTRACT §6); the only place errors become exit codes.
+
+Exit codes: 0 success, 1 a check or test found problems, 2 bad input (a config, a
+rule set or a file that cannot be used). Problems go to standard error, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from riskgate import __version__
+from riskgate.errors import RiskGateError, SourceError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _report(error: RiskGateError) -> int:
+    lines = [str(p) for p in error.problems] if isinstance(error, SourceError) else [str(error)]
+    for line in lines:
+        print(f"riskgate: {line}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from riskgate.asgi import CONFIG_ENV
+    from riskgate.config import load_config
+    from riskgate.rules import load_ruleset
+    from riskgate.signals import Keyer, SignalExtractor
+
+    config = load_config(args.config)
+    load_ruleset(config.rules)  # refuse to start on a bad rule set, with its problems
+    _, warnings = SignalExtractor.from_config(config, Keyer(config.secret.encode()))
+    for warning in warnings:
+        print(f"riskgate: warning: {warning}", file=sys.stderr)
+    if config.store.startswith("memory:") and args.workers > 1:
+        print(f"riskgate: warning: memory:// is per process, so each of the {args.workers} "
+              "workers counts alone; use redis:// to share counters", file=sys.stderr)
+    os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    uvicorn.run("riskgate.asgi:create_app_from_env", factory=True, host=args.host,
+                port=args.port, workers=args.workers, access_log=False, log_level="info")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from riskgate.demo import demo_upstream
+
+    # The demo upstream runs in a thread so the gateway keeps the main thread and
+    # with it uvicorn's Ctrl-C handling: one Ctrl-C stops both.
+    upstream = uvicorn.Server(uvicorn.Config(demo_upstream(), host=args.host,
+                                             port=args.upstream_port, log_level="warning"))
+    threading.Thread(target=upstream.run, name="demo-upstream", daemon=True).start()
+    base = f"http://{args.host}:{args.port}"
+    print(f"""
+riskgate demo: gateway {base}  (demo airline upstream http://{args.host}:{args.upstream_port})
+  curl -s {base}/v1/decide -H 'content-type: application/json' \\
+       -d '{{"event": "login", "ip": "203.0.113.5", "account": "alice@example.com"}}'
+  curl -s {base}/readyz       curl -s {base}/metrics
+Ctrl-C stops both.
+""", flush=True)
+    return _serve(args)
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from riskgate.errors import RuleSetError
+    from riskgate.rules import load_ruleset
+
+    try:
+        ruleset = load_ruleset(args.path)
+    except RuleSetError as error:
+        _report(error)
+        return EXIT_FAILED
+    for warning in ruleset.warnings:
+        print(f"riskgate: {warning}", file=sys.stderr)
+    print(f"{args.path}: {len(ruleset.rules)} rules, {len(ruleset.counters)} counters, "
+          f"version {ruleset.version}: OK")
+    return EXIT_OK
+
+
+def _rules_test(args: argparse.Namespace) -> int:
+    from riskgate.rules import load_ruleset, run_rule_tests
+
+    results = run_rule_tests(load_ruleset(args.path))
+    failed = [r for r in results if not r.passed]
+    for result in results:
+        print(result)
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="riskgate",
+                                     description="Bot and scalper risk-control gateway.")
+    parser.add_argument("--version", action="version", version=f"riskgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def server_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8000)
+        command.add_argument("--workers", type=int, default=1)
+
+    serve = commands.add_parser("serve", help="run the gateway and decision API")
+    serve.add_argument("--config", required=True, help="the riskgate.yaml to serve")
+    server_options(serve)
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="run the gateway in front of a demo airline app")
+    demo.add_argument("--config", default="examples/demo.yaml")
+    demo.add_argument("--upstream-port", type=int, default=9000)
+    server_options(demo)
+    demo.set_defaults(run=_demo)
+
+    rules = commands.add_parser("rules", help="check and test rule files")
+    rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    check = rule_commands.add_parser("check", help="validate a rule file or folder")
+    check.add_argument("path")
+    check.set_defaults(run=_rules_check)
+    test = rule_commands.add_parser("test", help="run the tests a rule set carries")
+    test.add_argument("path")
+    test.set_defaults(run=_rules_test)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.run(args)
+    except RiskGateError as error:
+        return _report(error)
+    return code

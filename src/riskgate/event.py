@@ -1,0 +1,176 @@
+"""The one core type: a risk event, built once per request and read by every stage.
+
+A :class:`RiskEvent` is built either from a decision API body or from a proxied
+request, and then flows through signals → counters → rules → model → decision.
+No stage goes back to the ASGI scope and none mutates the event.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+from riskgate.errors import InputError
+
+EventName = Literal["registration", "login", "promotion", "booking"]
+EVENTS: Final[tuple[EventName, ...]] = get_args(EventName)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+Outcome = Literal[
+    "login_failed", "login_succeeded", "challenge_passed", "challenge_failed", "fraud", "legit"
+]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskEvent:
+    """One protected request, as the decision stages see it.
+
+    ``account`` and ``device_id`` are raw here and only here: signals key them with
+    the HMAC secret before anything is counted, logged or stored.
+    ``headers`` has lower-case names.
+
+    >>> e = RiskEvent("r1", "login", ipaddress.ip_address("203.0.113.5"), 0.0)
+    >>> e.event, str(e.ip)
+    ('login', '203.0.113.5')
+    """
+
+    request_id: str
+    event: EventName
+    ip: IPAddress
+    time: float
+    account: str | None = None
+    device_id: str | None = None
+    user_agent: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: The client carried a valid challenge pass bound to it (gateway modes).
+    challenge_passed: bool = False
+
+
+_API_KEYS: Final = ("event", "ip", "account", "device_id", "user_agent", "headers", "attributes")
+_MAX_TEXT = 4096
+
+
+def parse_ip(text: str) -> IPAddress:
+    """An IPv4 or IPv6 address as ``ipaddress`` reads it, without zone ids.
+
+    IPv4-mapped IPv6 addresses are the IPv4 client they carry, so both forms count
+    against the same counters.
+
+    >>> parse_ip("::ffff:203.0.113.5")
+    IPv4Address('203.0.113.5')
+    >>> parse_ip("fe80::1%eth0")
+    Traceback (most recent call last):
+    ...
+    ValueError: `fe80::1%eth0` has a zone id; send the address without `%...`
+    """
+    if "%" in text:
+        raise ValueError(f"`{text}` has a zone id; send the address without `%...`")
+    ip = ipaddress.ip_address(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _optional_text(payload: Mapping[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"`{name}` must be a string", name)
+    if len(value) > _MAX_TEXT:
+        raise InputError(f"`{name}` is longer than {_MAX_TEXT} characters", name)
+    return value
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError("`headers` must be an object of header name to string value", "headers")
+    headers: dict[str, str] = {}
+    for name, header in value.items():
+        if not isinstance(header, str):
+            raise InputError(f"header `{name}` must be a string", f"headers.{name}")
+        headers[name.lower()] = header
+    return headers
+
+
+def _attributes(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError("`attributes` must be an object", "attributes")
+    for name, attribute in value.items():
+        if attribute is not None and not isinstance(attribute, (str, int, float, bool)):
+            raise InputError(
+                f"attribute `{name}` must be a string, number, boolean or null",
+                f"attributes.{name}",
+            )
+    return dict(value)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object, or raise InputError."""
+    try:
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InputError("the body is not valid JSON", None) from None
+    if not isinstance(payload, dict):
+        raise InputError("the body must be a JSON object", None)
+    return payload
+
+
+def event_from_api(body: bytes, request_id: str, now: float) -> RiskEvent:
+    """Build the event of a ``POST /v1/decide`` body, or raise InputError naming the field.
+
+    >>> event_from_api(b'{"event": "login", "ip": "198.51.100.7"}', "r1", 0.0).ip
+    IPv4Address('198.51.100.7')
+    >>> event_from_api(b'{"event": "checkin", "ip": "1.2.3.4"}', "r1", 0.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    riskgate.errors.InputError: unknown event `checkin`; use one of registration, login, ...
+    """
+    payload = parse_json_object(body)
+    for key in payload:
+        if key not in _API_KEYS:
+            close = difflib.get_close_matches(key, _API_KEYS, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else "known: " + ", ".join(_API_KEYS)
+            raise InputError(f"unknown field `{key}`; {hint}", key)
+    name = payload.get("event")
+    if name is None:
+        raise InputError("`event` is required", "event")
+    if not isinstance(name, str):
+        raise InputError("`event` must be a string", "event")
+    if name not in EVENTS:
+        raise InputError(f"unknown event `{name}`; use one of {', '.join(EVENTS)}", "event")
+    ip_text = payload.get("ip")
+    if ip_text is None:
+        raise InputError("`ip` is required", "ip")
+    if not isinstance(ip_text, str):
+        raise InputError("`ip` must be a string", "ip")
+    try:
+        ip = parse_ip(ip_text)
+    except ValueError as exc:
+        raise InputError(f"`ip` is not a valid address: {exc}", "ip") from None
+    return RiskEvent(
+        request_id=request_id,
+        event=name,
+        ip=ip,
+        time=now,
+        account=_optional_text(payload, "account"),
+        device_id=_optional_text(payload, "device_id"),
+        user_agent=_optional_text(payload, "user_agent"),
+        headers=_headers(payload.get("headers")),
+        attributes=_attributes(payload.get("attributes")),
+    )

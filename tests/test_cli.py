@@ -1,0 +1,114 @@
+"""The `riskgate` command line (CONTRACT §6) as an operator uses it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import riskgate
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "cli-test-secret-0123456789"
+
+
+def riskgate_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "riskgate", *args], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_version() -> None:
+    result = riskgate_cli("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"riskgate {riskgate.__version__}")
+
+
+def test_serve_with_a_bad_config_exits_non_zero_with_one_line_per_problem(tmp_path: Path) -> None:
+    config = tmp_path / "riskgate.yaml"
+    config.write_text("secret: ${RG_CLI_UNSET}\nstore: mysql://db\n")
+    result = riskgate_cli("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"riskgate: {config}:1:9: environment variable RG_CLI_UNSET is not set; export it or "
+        "write the value in the file",
+        f"riskgate: {config}:2:8: store: `mysql://db` is not a store URL; use memory:// or "
+        "redis://host:6379/0",
+    ]
+
+
+def test_serve_with_a_missing_config_file_says_so(tmp_path: Path) -> None:
+    result = riskgate_cli("serve", "--config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert result.stderr == (f"riskgate: {tmp_path / 'nope.yaml'}: cannot read the configuration "
+                             "file: No such file or directory\n")
+
+
+def test_rules_check_passes_the_shipped_pack() -> None:
+    result = riskgate_cli("rules", "check", str(REPO / "rules"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(": OK")
+
+
+def test_rules_check_fails_on_a_broken_rule_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "rules:\n  - id: r1\n    events: [login]\n    when: counters.nope > 1\n    score: 5\n"
+    )
+    result = riskgate_cli("rules", "check", str(tmp_path))
+    assert result.returncode == 1
+    assert "bad.yaml:4:" in result.stderr
+    assert "nope" in result.stderr
+
+
+def test_rules_test_runs_the_shipped_packs_tests() -> None:
+    result = riskgate_cli("rules", "test", str(REPO / "rules"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ", 0 failed" in result.stdout.splitlines()[-1]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    config = tmp_path / "riskgate.yaml"
+    config.write_text(f"secret: ${{RG_SECRET}}\nrules: {REPO / 'rules'}\ndecision_log: null\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "riskgate", "serve", "--config", str(config), "--port", str(port)],
+        env={**os.environ, "RG_SECRET": SECRET}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("riskgate serve did not answer /healthz within 10 s")
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_serve_answers_the_decision_api_over_http(served: str) -> None:
+    answer = httpx.post(f"{served}/v1/decide", json={"event": "login", "ip": "198.51.100.7"})
+    assert answer.status_code == 200
+    assert answer.json()["decision"] in {"allow", "challenge", "block"}
+    assert httpx.get(f"{served}/readyz").status_code == 200
+    metrics = httpx.get(f"{served}/metrics").text
+    assert 'riskgate_decisions_total{decision="' in metrics

@@ -1,0 +1,292 @@
+"""The decision API as a frontend sees it (CONTRACT §2), on both store backends."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from riskgate.asgi import create_app
+from riskgate.config import Config, GeoIPPaths
+
+SECRET = "decision-api-test-secret"
+
+RULES = """
+counters:
+  login_accounts_per_ip: {events: [login], key: ip, distinct: account, window: 10m}
+  login_failures_per_account: {events: [login], key: account, on: [login_failed], window: 1h}
+thresholds:
+  login: {challenge: 50, block: 80}
+rules:
+  - id: login-credential-stuffing
+    description: One IP tries many different accounts
+    events: [login]
+    when: counters.login_accounts_per_ip > 8
+    score: 60
+  - id: login-account-under-attack
+    description: Five failed logins lock the account out for the window
+    events: [login]
+    when: counters.login_failures_per_account >= 5
+    action: block
+  - id: registration-watch
+    description: A rule being tried out in shadow mode
+    events: [registration]
+    when: ip.version == 4
+    score: 100
+    mode: shadow
+"""
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "login.yaml").write_text(RULES)
+    return folder
+
+
+def make_client(store: str, rules: Path, log: Path, **options: int) -> TestClient:
+    config = Config(secret=SECRET, store=store, rules=rules, decision_log=str(log), **options)
+    return TestClient(create_app(config))
+
+
+@pytest.fixture(params=["memory", "redis"])
+def client(request: pytest.FixtureRequest, rules_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
+    store = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    with make_client(store, rules_dir, tmp_path / "decisions.jsonl", max_body_bytes=4096) as c:
+        yield c
+
+
+def decide(client: TestClient, **body: object) -> dict[str, object]:
+    response = client.post("/v1/decide", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, object] = response.json()
+    return answer
+
+
+def test_a_plain_login_is_allowed_with_the_contract_shape(client: TestClient) -> None:
+    answer = decide(client, event="login", ip="198.51.100.7", account="alice@example.com",
+                    device_id="d-7f3a", user_agent="Mozilla/5.0", headers={"Accept": "*/*"},
+                    attributes={"email": "alice@example.com"})
+    assert set(answer) == {"request_id", "decision", "score", "reasons", "degraded"}
+    assert answer["decision"] == "allow"
+    assert answer["score"] == 0.0
+    assert answer["reasons"] == []
+    assert answer["degraded"] is False
+
+
+def test_request_ids_are_unique(client: TestClient) -> None:
+    ids = {decide(client, event="booking", ip="198.51.100.7")["request_id"] for _ in range(20)}
+    assert len(ids) == 20
+
+
+def test_one_ip_trying_many_accounts_is_challenged(client: TestClient) -> None:
+    answers = [decide(client, event="login", ip="203.0.113.5", account=f"user{n}@example.com")
+               for n in range(10)]
+    assert [a["decision"] for a in answers[:8]] == ["allow"] * 8
+    assert answers[9]["decision"] == "challenge"
+    assert answers[9]["score"] == 60.0
+    assert answers[9]["reasons"] == [
+        {"rule": "login-credential-stuffing", "score": 60.0, "action": None}
+    ]
+    # A traveller on another network is not affected.
+    assert decide(client, event="login", ip="198.51.100.9", account="bob@example.com")[
+        "decision"] == "allow"
+
+
+def test_five_failed_logins_reported_as_feedback_block_the_account(client: TestClient) -> None:
+    for _ in range(5):
+        answer = decide(client, event="login", ip="192.0.2.10", account="carol@example.com")
+        assert answer["decision"] == "allow"
+        response = client.post("/v1/feedback", json={"request_id": answer["request_id"],
+                                                      "outcome": "login_failed"})
+        assert response.status_code == 204
+    blocked = decide(client, event="login", ip="192.0.2.11", account="carol@example.com")
+    assert blocked["decision"] == "block"
+    assert blocked["reasons"] == [
+        {"rule": "login-account-under-attack", "score": 0.0, "action": "block"}
+    ]
+    assert decide(client, event="login", ip="192.0.2.10", account="dave@example.com")[
+        "decision"] == "allow"
+
+
+def test_other_outcomes_do_not_count_as_failed_logins(client: TestClient) -> None:
+    for outcome in ["login_succeeded", "legit", "challenge_passed"] * 3:
+        answer = decide(client, event="login", ip="192.0.2.20", account="erin@example.com")
+        response = client.post("/v1/feedback", json={"request_id": answer["request_id"],
+                                                      "outcome": outcome})
+        assert response.status_code == 204
+    assert decide(client, event="login", ip="192.0.2.20", account="erin@example.com")[
+        "decision"] == "allow"
+
+
+def test_shadow_rules_are_logged_but_never_decide_or_show(client: TestClient,
+                                                          tmp_path: Path) -> None:
+    answer = decide(client, event="registration", ip="198.51.100.7")
+    assert (answer["decision"], answer["score"], answer["reasons"]) == ("allow", 0.0, [])
+    client.__exit__(None, None, None)  # flushes the decision log
+    lines = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    (line,) = [entry for entry in lines if entry.get("request_id") == answer["request_id"]]
+    assert line["shadow"] == ["registration-watch"]
+    assert line["decision"] == "allow"
+
+
+def test_the_decision_log_has_one_line_per_decision_without_raw_identities(
+    client: TestClient, tmp_path: Path
+) -> None:
+    answer = decide(client, event="login", ip="198.51.100.7", account="frank@example.com",
+                    device_id="device-frank", attributes={"email": "frank@example.com"})
+    client.__exit__(None, None, None)
+    text = (tmp_path / "decisions.jsonl").read_text()
+    assert "frank" not in text
+    (line,) = [json.loads(raw) for raw in text.splitlines()]
+    assert line["request_id"] == answer["request_id"]
+    assert line["event"] == "login"
+    assert line["decision"] == "allow"
+    assert line["degraded"] is False
+    assert len(line["rules_version"]) >= 8
+    assert line["latency_ms"] > 0
+    assert line["facts"]["account.email_domain"] == "example.com"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "error"),
+    [
+        (b"{not json", None, "the body is not valid JSON"),
+        (b"", None, "the body is not valid JSON"),
+        (b"\xff\xfe", None, "the body is not valid JSON"),
+        (b'[{"event": "login"}]', None, "the body must be a JSON object"),
+        (b'{"event": "login", "ip": NaN}', None, "the body is not valid JSON"),
+        (b"[" * 4000, None, "the body is not valid JSON"),
+        (b'{"ip": "198.51.100.7"}', "event", "`event` is required"),
+        (b'{"event": 3, "ip": "198.51.100.7"}', "event", "`event` must be a string"),
+        (b'{"event": "checkin", "ip": "198.51.100.7"}', "event",
+         "unknown event `checkin`; use one of registration, login, promotion, booking"),
+        (b'{"event": "login"}', "ip", "`ip` is required"),
+        (b'{"event": "login", "ip": 3232235777}', "ip", "`ip` must be a string"),
+        (b'{"event": "login", "ip": "198.51.100.256"}', "ip",
+         "`ip` is not a valid address: '198.51.100.256' does not appear to be an IPv4 or IPv6 "
+         "address"),
+        (b'{"event": "login", "ip": "010.1.1.1"}', "ip",
+         "`ip` is not a valid address: '010.1.1.1' does not appear to be an IPv4 or IPv6 address"),
+        (b'{"event": "login", "ip": "fe80::1%eth0"}', "ip",
+         "`ip` is not a valid address: `fe80::1%eth0` has a zone id; send the address without "
+         "`%...`"),
+        (b'{"event": "login", "ip": "198.51.100.7", "account": 42}', "account",
+         "`account` must be a string"),
+        (b'{"event": "login", "ip": "198.51.100.7", "headers": ["accept"]}', "headers",
+         "`headers` must be an object of header name to string value"),
+        (b'{"event": "login", "ip": "198.51.100.7", "headers": {"accept": 1}}', "headers.accept",
+         "header `accept` must be a string"),
+        (b'{"event": "login", "ip": "198.51.100.7", "attributes": {"seats": [1]}}',
+         "attributes.seats", "attribute `seats` must be a string, number, boolean or null"),
+        (b'{"event": "login", "ip": "198.51.100.7", "device": "d1"}', "device",
+         "unknown field `device`; did you mean `device_id`?"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(
+    client: TestClient, body: bytes, field: str | None, error: str
+) -> None:
+    response = client.post("/v1/decide", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == {"error": error, "field": field}
+
+
+def test_a_body_over_max_body_bytes_is_a_413(client: TestClient) -> None:
+    body = json.dumps({"event": "login", "ip": "198.51.100.7", "attributes": {"x": "a" * 5000}})
+    response = client.post("/v1/decide", content=body)
+    assert response.status_code == 413
+    assert response.json() == {"error": "the body is larger than 4096 bytes", "field": None}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+        yield body[:3000].encode()
+        yield body[3000:].encode()
+
+    assert client.post("/v1/decide", content=chunks()).status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "answer"),
+    [
+        ({"request_id": "0" * 24, "outcome": "fraud"}, 404,
+         {"error": "unknown request_id: no recent decision has this id", "field": "request_id"}),
+        ({"outcome": "fraud"}, 400,
+         {"error": "`request_id` is required: the id /v1/decide answered", "field": "request_id"}),
+        ({"request_id": "abc", "outcome": "stolen"}, 400,
+         {"error": "`outcome` must be one of login_failed, login_succeeded, challenge_passed, "
+                   "challenge_failed, fraud, legit", "field": "outcome"}),
+    ],
+)
+def test_bad_feedback_is_refused_clearly(
+    client: TestClient, body: dict[str, str], status: int, answer: dict[str, str]
+) -> None:
+    response = client.post("/v1/feedback", json=body)
+    assert (response.status_code, response.json()) == (status, answer)
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_without_its_store_riskgate_decides_degraded_and_is_not_ready(
+    rules_dir: Path, tmp_path: Path
+) -> None:
+    store = f"redis://127.0.0.1:{closed_port()}/0"
+    with make_client(store, rules_dir, tmp_path / "d.jsonl") as client:
+        answer = decide(client, event="login", ip="198.51.100.7", account="gina@example.com")
+        assert answer["decision"] == "allow"
+        assert answer["degraded"] is True
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["ready"] is False
+        assert str(store.rsplit(":", 1)[1].split("/")[0]) in ready.json()["reason"]
+        assert client.get("/healthz").status_code == 200
+
+
+MAXMIND = Path(__file__).resolve().parents[2] / "shared" / "data" / "maxmind" / "test-data"
+
+
+def test_geoip_databases_from_the_config_reach_the_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "geo.yaml").write_text(
+        "rules:\n  - id: from-gb\n    events: [login]\n    when: ip.country == 'GB'\n"
+        "    score: 60\n"
+    )
+    config = Config(secret=SECRET, rules=rules, decision_log=None,
+                    geoip=GeoIPPaths(city=MAXMIND / "GeoIP2-City-Test.mmdb"))
+    with TestClient(create_app(config)) as client:
+        # 81.2.69.142 is London in MaxMind's test data, 89.160.20.112 Linköping.
+        london = decide(client, event="login", ip="81.2.69.142")
+        assert (london["decision"], london["degraded"]) == ("challenge", False)
+        assert decide(client, event="login", ip="89.160.20.112")["decision"] == "allow"
+
+
+def test_a_broken_geoip_database_degrades_decisions_instead_of_failing_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "empty.yaml").write_text("rules: []\n")
+    broken = MAXMIND / "GeoIP2-City-Test-Invalid-Node-Count.mmdb"
+    config = Config(secret=SECRET, rules=rules, decision_log=None,
+                    geoip=GeoIPPaths(city=broken))
+    with TestClient(create_app(config)) as client:
+        answer = decide(client, event="login", ip="81.2.69.142")
+        assert (answer["decision"], answer["degraded"]) == ("allow", True)
+    assert any(str(broken) in record.getMessage() and record.levelname == "WARNING"
+               for record in caplog.records)
