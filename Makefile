@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Debian packages the tests and benchmarks drive for real (installed when missing and root).
-TEST_PACKAGES  := redis-server
-BENCH_PACKAGES := redis-server wrk
+# Debian packages the tests and benchmarks drive for real, as PACKAGE:COMMAND pairs
+# (installed when the command is missing and we are root).
+TEST_PACKAGES  := redis-server:redis-server chromium:chromium nginx-light:nginx
+BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
 .PHONY: run test lint bench clean system-packages-test system-packages-bench
 
@@ -18,11 +19,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	RISKGATE_SECRET="$${RISKGATE_SECRET:-demo-only-secret-do-not-deploy}" $(BIN)/riskgate demo
 
-# Installs Debian packages whose command (named like the package) is missing: as root with apt-get,
+# Installs the Debian packages whose command is missing: as root with apt-get,
 # otherwise it prints the one line to run and stops.
 define need_packages
-	@missing=""; for pkg in $(1); do \
-	  command -v $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	@missing=""; for pair in $(1); do \
+	  command -v $${pair#*:} >/dev/null 2>&1 || missing="$$missing $${pair%%:*}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

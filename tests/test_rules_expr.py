@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskgate.expr import CidrSet, DomainSet, Namespace, PatternSet, ValueSet, check, compile_rules
+from riskgate.signals import CATALOG
 
 NS = Namespace.build(
     counters=["fails", "accounts"],
@@ -164,10 +165,7 @@ ALLOWED = (
          "unknown counter `fail`; did you mean `fails`? known: accounts, fails"),
         ("device.is_bot > 3", (1, 0),
          "unknown signal `device.is_bot`; did you mean `device.is_bot_ua`? known: "
-         "device.automation, device.browser, device.browser_major, device.client_hints_mismatch, "
-         "device.header_count, device.is_bot_ua, device.is_headless, device.key, "
-         "device.missing_browser_headers, device.os, device.present, device.tls_fingerprint, "
-         "device.type, device.ua_missing, device.user_agent"),
+         + ", ".join(sorted(name for name in CATALOG if name.startswith("device.")))),
         ("acount.present", (1, 0),
          "unknown name `acount.present`; did you mean `account.present`? names start with: "
          "account, attributes, challenge, counters, device, event, ip, lists, model"),

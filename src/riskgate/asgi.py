@@ -20,14 +20,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from riskgate import metrics
+from riskgate.challenge import VERIFY_PATH, Challenges
 from riskgate.config import Config, load_config
 from riskgate.decisionlog import DecisionLog
 from riskgate.engine import Engine
 from riskgate.errors import InputError, StoreError
 from riskgate.event import OUTCOMES, event_from_api, parse_json_object
+from riskgate.gateway import AUTH_CHALLENGE_PATH, AUTH_PATH, Gateway, RiskGateMiddleware
+from riskgate.proxy import DEFAULT_TIMEOUT, ProxyApp
 from riskgate.reload import RuleReloader
 from riskgate.rules import RuleSet, load_ruleset
 from riskgate.signals import Keyer, SignalExtractor
@@ -66,8 +70,11 @@ def _input_error(_: Request, exc: Exception) -> Response:
 class Service:
     """The engine plus what it was built from; one per process (per uvicorn worker)."""
 
-    def __init__(self, config: Config) -> None:
-        """Load rules, open the store and the log; raise on a config that cannot serve."""
+    def __init__(self, config: Config, *, upstream_timeout: float | None = None) -> None:
+        """Load rules, open the store and the log; raise on a config that cannot serve.
+
+        ``upstream_timeout`` (seconds) overrides the proxy's default timeouts.
+        """
         self.config = config
         ruleset = load_ruleset(config.rules)
         store = open_store(config.store, max_entries=config.memory_store_max_entries)
@@ -77,6 +84,17 @@ class Service:
             logger.warning("%s", warning)
         self.log = DecisionLog(config.decision_log) if config.decision_log else None
         self.engine = Engine(ruleset, store, signals, keyer, self.log, config.feedback_ttl)
+        self.challenges = Challenges(config.secret.encode(), store)
+        self.gateway = Gateway(config, self.engine, self.challenges)
+        # Reverse-proxy mode: the same middleware a Starlette app would use, around
+        # the upstream.
+        self.proxy: ProxyApp | None = None
+        self.proxied: RiskGateMiddleware | None = None
+        if config.upstream is not None:
+            self.proxy = ProxyApp(config.upstream, timeout=DEFAULT_TIMEOUT
+                                  if upstream_timeout is None else upstream_timeout)
+            self.proxied = RiskGateMiddleware(self.proxy, config=config, engine=self.engine,
+                                              challenges=self.challenges)
         self.reloader = RuleReloader(config.rules, ruleset, self._install)
         self._admin_tokens = [token.encode() for token in config.admin_tokens]
         self._watcher: asyncio.Task[None] | None = None
@@ -95,6 +113,8 @@ class Service:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self.proxy is not None:
+            await self.proxy.aclose()
         await self.engine.store.close()
         if self.log is not None:
             self.log.close()
@@ -159,6 +179,15 @@ class Service:
             )
         return Response(status_code=204)
 
+    async def auth(self, request: Request) -> Response:
+        return await self.gateway.auth(request)
+
+    async def auth_challenge(self, request: Request) -> Response:
+        return await self.gateway.auth_challenge(request)
+
+    async def verify(self, request: Request) -> Response:
+        return await self.gateway.verify(request)
+
     async def ready(self, _: Request) -> Response:
         try:
             await self.engine.store.health()
@@ -176,14 +205,18 @@ async def _metrics(_: Request) -> Response:
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(config: Config) -> Starlette:
-    """The riskgate ASGI app for ``config``; the engine is built when the app starts."""
+def create_app(config: Config, *, upstream_timeout: float | None = None) -> Starlette:
+    """The riskgate ASGI app for ``config``; the engine is built when the app starts.
+
+    With ``upstream`` set, every request that none of riskgate's own routes takes is
+    forwarded to it through the gateway (CONTRACT §3).
+    """
     service: Service | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         nonlocal service
-        service = Service(config)
+        service = Service(config, upstream_timeout=upstream_timeout)
         await service.start()
         try:
             yield
@@ -201,14 +234,28 @@ def create_app(config: Config) -> Starlette:
 
         return endpoint
 
+    async def proxied(scope: Scope, receive: Receive, send: Send) -> None:
+        if service is None or service.proxied is None:
+            await JSONResponse({"error": "riskgate is starting"}, status_code=503)(
+                scope, receive, send)
+            return
+        await service.proxied(scope, receive, send)
+
+    # Mounted last, so riskgate's own routes answer first and everything else is
+    # the upstream's.
+    upstream = [Mount("/", app=proxied)] if config.upstream is not None else []
     return Starlette(
         routes=[
             Route("/v1/decide", bound("decide"), methods=["POST"]),
+            Route(AUTH_PATH, bound("auth"), methods=["GET"]),
+            Route(AUTH_CHALLENGE_PATH, bound("auth_challenge"), methods=["GET"]),
+            Route(VERIFY_PATH, bound("verify"), methods=["POST"]),
             Route("/v1/feedback", bound("feedback"), methods=["POST"]),
             Route("/healthz", _healthz, methods=["GET"]),
             Route("/readyz", bound("ready"), methods=["GET"]),
             Route("/metrics", _metrics, methods=["GET"]),
             Route("/admin/rules/reload", bound("reload_rules"), methods=["POST"]),
+            *upstream,
         ],
         exception_handlers={InputError: _input_error},
         lifespan=lifespan,

@@ -44,15 +44,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"riskgate: warning: memory:// is per process, so each of the {args.workers} "
               "workers counts alone; use redis:// to share counters", file=sys.stderr)
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    # proxy_headers=False: riskgate applies trusted_proxies itself (CONTRACT §3);
+    # uvicorn's own handling would trust X-Forwarded-For from 127.0.0.1 before we look.
     uvicorn.run("riskgate.asgi:create_app_from_env", factory=True, host=args.host,
-                port=args.port, workers=args.workers, access_log=False, log_level="info")
+                port=args.port, workers=args.workers, access_log=False, log_level="info",
+                proxy_headers=False)
     return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from riskgate.demo import demo_upstream
+    from riskgate.demo import DEMO_PASSWORD, demo_upstream
 
     # The demo upstream runs in a thread so the gateway keeps the main thread and
     # with it uvicorn's Ctrl-C handling: one Ctrl-C stops both.
@@ -60,10 +63,27 @@ def _demo(args: argparse.Namespace) -> int:
                                              port=args.upstream_port, log_level="warning"))
     threading.Thread(target=upstream.run, name="demo-upstream", daemon=True).start()
     base = f"http://{args.host}:{args.port}"
+    # One proxied request per protected flow, dressed as a browser: the shipped rules
+    # challenge curl's own User-Agent, which is worth seeing too (drop the -A).
+    json = "-H 'content-type: application/json'"
+    browser = "-A 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0' " \
+              "-H 'accept-language: en'"
     print(f"""
-riskgate demo: gateway {base}  (demo airline upstream http://{args.host}:{args.upstream_port})
-  curl -s {base}/v1/decide -H 'content-type: application/json' \\
-       -d '{{"event": "login", "ip": "203.0.113.5", "account": "alice@example.com"}}'
+riskgate demo: gateway {base}  (demo airline upstream http://{args.host}:{args.upstream_port},
+which {args.config} names as `upstream`); -i shows X-RiskGate-Decision and -Request-Id.
+  registration: curl -si {browser} \\
+                    {base}/api/register {json} -d '{{"email": "new@example.com"}}'
+  login:        curl -si {browser} \\
+                    {base}/api/login {json} \\
+                     -d '{{"username": "alice@example.com", "password": "wrong"}}'
+                (401s are counted as failed logins; the password is {DEMO_PASSWORD})
+  promotion:    curl -si {browser} \\
+                    -X POST {base}/api/promotions/SPRING/redeem -H 'X-Account-Id: alice'
+  booking:      curl -si {browser} \\
+                    {base}/api/bookings -H 'X-Account-Id: alice' {json} \\
+                     -d '{{"flight": "CA1234", "seats": 2}}'
+  decision API: curl -s {base}/v1/decide {json} \\
+                     -d '{{"event": "login", "ip": "203.0.113.5", "account": "alice@example.com"}}'
   curl -s {base}/readyz       curl -s {base}/metrics
 Ctrl-C stops both.
 """, flush=True)
@@ -97,6 +117,18 @@ def _rules_test(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from riskgate.replay import replay
+    from riskgate.rules import load_ruleset
+
+    report = asyncio.run(replay(args.log, load_ruleset(args.rules), samples=args.samples))
+    print(json.dumps(report.to_json(), indent=2) if args.json else report)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="riskgate",
                                      description="Bot and scalper risk-control gateway.")
@@ -127,6 +159,15 @@ def _parser() -> argparse.ArgumentParser:
     test = rule_commands.add_parser("test", help="run the tests a rule set carries")
     test.add_argument("path")
     test.set_defaults(run=_rules_test)
+
+    replay = commands.add_parser("replay", help="what candidate rules would have decided on a "
+                                                "decision log")
+    replay.add_argument("log", help="a decision log (JSON lines) written by riskgate")
+    replay.add_argument("--rules", required=True, help="the candidate rule file or folder")
+    replay.add_argument("--samples", type=int, default=3,
+                        help="request ids shown per changed decision (default 3)")
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.set_defaults(run=_replay)
     return parser
 
 
@@ -137,4 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except RiskGateError as error:
         return _report(error)
+    except BrokenPipeError:
+        # The reader (`| head`) went away: not an error worth a traceback. Point stdout
+        # at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     return code

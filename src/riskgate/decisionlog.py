@@ -4,12 +4,14 @@ Each line records enough of the request — its facts, with identities already k
 for ``riskgate replay`` to re-run it under other rules. Serialising and writing
 happen on one background thread so a slow disk or a full pipe never stalls
 requests; when the queue is full, lines are dropped and counted rather than
-blocking the gateway.
+blocking the gateway. Lines are encoded with orjson: the writer thread still holds
+the GIL while it encodes, and the standard library's encoder cost a tenth of the
+gateway's throughput. The queue is bounded in lines (each holds a request's facts,
+a few kilobytes) so a writer that falls behind cannot grow memory without limit.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import sys
@@ -17,6 +19,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Final
+
+import orjson
+
+from riskgate import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +33,18 @@ class DecisionLog:
     """Appends JSON lines to a file, or to standard output with ``"-"``.
 
     >>> import io
-    >>> out = io.StringIO()
+    >>> out = io.BytesIO()
     >>> log = DecisionLog(out)
     >>> log.write({"request_id": "r1", "decision": "allow"})
     >>> log.close()
     >>> out.getvalue()
-    '{"request_id":"r1","decision":"allow"}\\n'
+    b'{"request_id":"r1","decision":"allow"}\\n'
     """
 
-    def __init__(self, target: str | Path | IO[str], max_queued: int = 100_000) -> None:
+    def __init__(self, target: str | Path | IO[bytes], max_queued: int = 10_000) -> None:
         if isinstance(target, (str, Path)):
-            self._stream: IO[str] = (
-                sys.stdout if str(target) == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+            self._stream: IO[bytes] = (
+                sys.stdout.buffer if str(target) == "-" else open(target, "ab")  # noqa: SIM115
             )
             self._owns_stream = str(target) != "-"
         else:
@@ -55,6 +61,7 @@ class DecisionLog:
             self._queue.put_nowait(entry)
         except queue.Full:
             self.dropped += 1
+            metrics.DECISION_LOG_DROPPED.inc()
 
     def _run(self) -> None:
         while True:
@@ -76,12 +83,13 @@ class DecisionLog:
 
     def _flush(self, entries: list[object]) -> None:
         try:
-            self._stream.write(
-                "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in entries)
-            )
+            self._stream.write(b"".join(
+                orjson.dumps(e, default=str, option=orjson.OPT_APPEND_NEWLINE) for e in entries
+            ))
             self._stream.flush()
-        except (OSError, ValueError) as exc:  # a closed or full target must not kill the thread
+        except (OSError, ValueError, TypeError) as exc:  # a bad target or entry must not kill us
             self.dropped += len(entries)
+            metrics.DECISION_LOG_DROPPED.inc(len(entries))
             logger.warning("decision log write failed, %d lines lost: %s", len(entries), exc)
 
     def close(self) -> None:

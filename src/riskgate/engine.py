@@ -9,21 +9,24 @@ never shows a request half of one set and half of another.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from riskgate import metrics
 from riskgate.decision import Verdict, decide
 from riskgate.decisionlog import DecisionLog
 from riskgate.errors import StoreError
 from riskgate.event import EventName, Outcome, RiskEvent
-from riskgate.rules import CounterSpec, RuleSet
+from riskgate.history import history_facts, history_ops
+from riskgate.rules import RuleSet
 from riskgate.signals import Keyer, SignalExtractor
-from riskgate.store import Count, Distinct, Get, Op, Put, Store
+from riskgate.store import Count, Distinct, Get, Op, Put, Result, Store
 
 logger = logging.getLogger(__name__)
 
@@ -46,35 +49,74 @@ def _record_key(request_id: str) -> str:
     return f"rg:r:{request_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedCounter:
+    """A declared counter as one event's decisions use it, resolved once per rule set."""
+
+    name: str
+    key_facts: tuple[str, ...]
+    distinct_fact: str | None
+    window_ms: int
+    distinct: bool
+    #: Outcomes that update it; decisions then only read it.
+    outcomes: frozenset[str]
+
+
+#: Fact values that may stand in a store key as they are: addresses, prefixes, domains,
+#: keyed identities, flight numbers. Anything else (long or odd client-sent attribute
+#: values) is hashed first, so keys stay short and free of Redis hash-tag braces.
+_KEY_SAFE = re.compile(r"[A-Za-z0-9.:/_@-]{1,64}")
+
+
 class CounterPlanner:
     """Turns declared counters and a request's facts into store ops.
 
-    Counter keys are the counter's name and the keyed values of its key facts, so
-    neither raw identities nor raw IPs reach the store.
+    Identities are keyed in the facts already, so counter keys carry fact values as
+    they are; no raw account id or email can reach the store.
     """
 
     def __init__(self, keyer: Keyer) -> None:
         self._key = keyer
+        self._plans: dict[str, tuple[PlannedCounter, ...]] = {}
+        self._plans_of: RuleSet | None = None
 
-    def key(self, spec: CounterSpec, facts: Mapping[str, Any]) -> str | None:
-        parts = [facts.get(fact) for fact in spec.key_facts]
-        if any(part is None or part == "" for part in parts):
-            return None  # the request lacks what this counter is keyed by
-        return f"rg:c:{spec.name}:{self._key('counter', '|'.join(map(str, parts)))}"
+    def plan(self, ruleset: RuleSet, event: str) -> tuple[PlannedCounter, ...]:
+        """The counters a decision on ``event`` touches; computed once per rule set."""
+        if ruleset is not self._plans_of:
+            self._plans, self._plans_of = {}, ruleset
+        plan = self._plans.get(event)
+        if plan is None:
+            plan = self._plans[event] = tuple(
+                PlannedCounter(spec.name, spec.key_facts, spec.distinct_fact,
+                               int(spec.window_s * 1000), spec.kind == "distinct", spec.on)
+                for spec in ruleset.counters_for(event)
+            )
+        return plan
 
-    def member(self, spec: CounterSpec, facts: Mapping[str, Any]) -> str | None:
-        if spec.distinct_fact is None:
+    def key(self, counter: PlannedCounter, facts: Mapping[str, Any]) -> str | None:
+        parts = []
+        for fact in counter.key_facts:
+            value = facts.get(fact)
+            if value is None or value == "":
+                return None  # the request lacks what this counter is keyed by
+            text = str(value)
+            parts.append(text if _KEY_SAFE.fullmatch(text) else self._key("counter", text))
+        return f"rg:c:{counter.name}:{'|'.join(parts)}"
+
+    @staticmethod
+    def member(counter: PlannedCounter, facts: Mapping[str, Any]) -> str | None:
+        if counter.distinct_fact is None:
             return None
         # Members need no keying of their own: identities in facts are keyed already,
         # and HyperLogLog keeps only hashes of what it is given.
-        value = facts.get(spec.distinct_fact)
+        value = facts.get(counter.distinct_fact)
         return None if value is None or value == "" else str(value)
 
-    def op(self, spec: CounterSpec, key: str, member: str | None, *, update: bool) -> Op:
-        window_ms = int(spec.window_s * 1000)
-        if spec.kind == "distinct":
-            return Distinct(key, window_ms, member if update else None)
-        return Count(key, window_ms, 1 if update else 0)
+    @staticmethod
+    def op(counter: PlannedCounter, key: str, member: str | None, *, update: bool) -> Op:
+        if counter.distinct:
+            return Distinct(key, counter.window_ms, member if update else None)
+        return Count(key, counter.window_ms, 1 if update else 0)
 
 
 class Engine:
@@ -98,51 +140,67 @@ class Engine:
 
     async def decide(self, event: RiskEvent) -> Decision:
         started = time.perf_counter()
-        ruleset = self.ruleset  # one set for the whole request, whatever a reload does
         facts = self._signals.facts(event)
+        return await self.decide_facts(event.request_id, event.event, facts, event.time,
+                                       degraded=self._signals.degraded, started=started)
+
+    async def decide_facts(
+        self, request_id: str, event: EventName, facts: Mapping[str, Any], now: float, *,
+        degraded: bool = False, started: float | None = None,
+    ) -> Decision:
+        """Decide from facts already extracted: counters → rules → decision → log.
+
+        :meth:`decide` ends here after extracting signals, and ``riskgate replay`` calls
+        it with the facts a decision log recorded, so a replayed decision runs the same
+        code as a live one. ``now`` (the event's time) drives counter windows and rule
+        expiry; ``started`` is when timing began, for the latency metric.
+        """
+        started = time.perf_counter() if started is None else started
+        ruleset = self.ruleset  # one set for the whole request, whatever a reload does
         ops: list[Op] = []
         names: list[str] = []
         outcome_keys: dict[str, tuple[str, str | None]] = {}
-        for spec in ruleset.counters_for(event.event):
-            key = self._planner.key(spec, facts)
+        for counter in self._planner.plan(ruleset, event):
+            key = self._planner.key(counter, facts)
             if key is None:
                 continue
-            member = self._planner.member(spec, facts)
+            member = self._planner.member(counter, facts)
             # Feedback-fed counters (failed logins) are only read by decisions; the
             # record remembers their keys so feedback can update them later.
-            fed_by_feedback = bool(spec.on)
-            ops.append(self._planner.op(spec, key, member, update=not fed_by_feedback))
-            names.append(spec.name)
-            if fed_by_feedback:
-                outcome_keys[spec.name] = (key, member)
-        record = {"event": event.event, "counters": outcome_keys}
-        ops.append(Put(_record_key(event.request_id), json.dumps(record), self._feedback_ttl_ms))
-        degraded = self._signals.degraded
+            fed_by_outcomes = bool(counter.outcomes)
+            ops.append(self._planner.op(counter, key, member, update=not fed_by_outcomes))
+            names.append(counter.name)
+            if fed_by_outcomes:
+                outcome_keys[counter.name] = (key, member)
+        remembered = history_ops(event, facts, now)
+        ops.extend(op for _, op in remembered)
+        record = {"event": event, "counters": outcome_keys}
+        ops.append(Put(_record_key(request_id), orjson.dumps(record).decode(),
+                       self._feedback_ttl_ms))
         counters: dict[str, float] = {}
+        remembered_results: list[Result] | None = None
         try:
-            results = await self.store.apply(ops, event.time)
+            results = await self.store.apply(ops, now)
         except StoreError as exc:
             degraded = True
-            logger.warning("deciding %s without counters: %s", event.request_id, exc)
+            logger.warning("deciding %s without counters: %s", request_id, exc)
         else:
             counters = {name: float(value) for name, value in zip(names, results, strict=False)
                         if isinstance(value, (int, float))}
-        matches = ruleset.evaluate(event.event, facts, counters)
-        verdict = decide(matches, ruleset.thresholds_for(event.event))
+            remembered_results = results[len(names):len(names) + len(remembered)]
+        facts = {**facts, **history_facts([name for name, _ in remembered], remembered_results,
+                                          facts, now)}
+        matches = ruleset.evaluate(event, facts, counters, now=now)
+        verdict = decide(matches, ruleset.thresholds_for(event))
         elapsed = time.perf_counter() - started
-        metrics.DECISIONS.labels(event.event, verdict.decision).inc()
-        metrics.DECISION_SECONDS.observe(elapsed)
-        for match in matches:
-            metrics.RULE_HITS.labels(match.rule, "shadow" if match.shadow else "enforce").inc()
-        if degraded:
-            metrics.DEGRADED.inc()
+        metrics.count_decision(event, verdict.decision, elapsed, matches, degraded)
         if self._log is not None:
             self._log.write(
                 {
                     "type": "decision",
-                    "request_id": event.request_id,
-                    "time": event.time,
-                    "event": event.event,
+                    "request_id": request_id,
+                    "time": now,
+                    "event": event,
                     "decision": verdict.decision,
                     "score": verdict.score,
                     "reasons": [m.rule for m in verdict.reasons],
@@ -150,11 +208,12 @@ class Engine:
                     "latency_ms": round(elapsed * 1000, 3),
                     "degraded": degraded,
                     "rules_version": ruleset.version,
-                    "facts": facts,
+                    # Unknown facts are left out: replay reads a missing fact as None.
+                    "facts": {name: value for name, value in facts.items() if value is not None},
                     "counters": counters,
                 }
             )
-        return Decision(event.request_id, event.event, verdict, degraded, counters, outcome_keys)
+        return Decision(request_id, event, verdict, degraded, counters, outcome_keys)
 
     async def feedback(self, request_id: str, outcome: Outcome, now: float) -> bool:
         """Record an outcome for a recent decision; False when the request id is unknown.
@@ -165,7 +224,7 @@ class Engine:
         (raw,) = await self.store.apply([Get(_record_key(request_id))], now)
         if not isinstance(raw, str):
             return False
-        record = json.loads(raw)
+        record = orjson.loads(raw)
         keys = {name: (key, member) for name, (key, member) in record["counters"].items()}
         await self._count_outcome(request_id, record["event"], keys, outcome, now)
         return True
@@ -179,11 +238,11 @@ class Engine:
         self, request_id: str, event: str, keys: Mapping[str, tuple[str, str | None]],
         outcome: Outcome, now: float,
     ) -> None:
-        specs = self.ruleset.counters
+        planned = {c.name: c for c in self._planner.plan(self.ruleset, event)}
         ops: list[Op] = [
-            self._planner.op(specs[name], key, member, update=True)
+            self._planner.op(planned[name], key, member, update=True)
             for name, (key, member) in keys.items()
-            if name in specs and outcome in specs[name].on
+            if name in planned and outcome in planned[name].outcomes
         ]
         if ops:
             await self.store.apply(ops, now)

@@ -6,7 +6,13 @@ the number of series cannot grow with traffic.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from riskgate.decision import Match
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -31,3 +37,32 @@ RULE_RELOADS = Counter(
     "riskgate_rule_reloads", "Rule set reloads, by result: swapped, or refused as invalid.",
     ["result"], registry=REGISTRY,
 )
+DECISION_LOG_DROPPED = Counter(
+    "riskgate_decision_log_dropped_lines",
+    "Decision log lines lost because the writer fell behind or the target failed.",
+    registry=REGISTRY,
+)
+
+
+# labels() takes a lock and builds a tuple on every call; a decision would pay for
+# that several times, so the labelled children are looked up once and kept.
+@cache
+def _decisions(event: str, decision: str) -> Any:
+    return DECISIONS.labels(event, decision)
+
+
+@cache
+def _rule_hits(rule: str, shadow: bool) -> Any:
+    return RULE_HITS.labels(rule, "shadow" if shadow else "enforce")
+
+
+def count_decision(
+    event: str, decision: str, seconds: float, matches: Iterable[Match], degraded: bool
+) -> None:
+    """Count one decision, its duration and the rules it matched."""
+    _decisions(event, decision).inc()
+    DECISION_SECONDS.observe(seconds)
+    for match in matches:
+        _rule_hits(match.rule, match.shadow).inc()
+    if degraded:
+        DEGRADED.inc()

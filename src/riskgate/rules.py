@@ -98,10 +98,12 @@ class CounterSpec:
 
     @property
     def key_facts(self) -> tuple[str, ...]:
+        """The facts whose values make up the counter's key, in order."""
         return tuple(key_fact(part) for part in self.key)
 
     @property
     def distinct_fact(self) -> str | None:
+        """The fact whose distinct values a distinct counter counts."""
         return key_fact(self.distinct) if self.distinct else None
 
 

@@ -140,6 +140,17 @@ CATALOG: Final[dict[str, SignalSpec]] = _catalog(
                    "Share of digits in the user name.", "request"),
         SignalSpec("account.username_entropy", "float",
                    "Shannon entropy of the user name, bits per character.", "request"),
+        # Remembered in the store between requests (history.py); part of the decision's
+        # one store round trip, None when the store is unavailable.
+        SignalSpec("device.first_seen_age", "float",
+                   "Seconds since this device id was first seen (0 the first time).",
+                   "store", "one op in the decision's round trip"),
+        SignalSpec("account.travel_speed_kmh", "float",
+                   "Great-circle speed from the account's previous login location, km/h.",
+                   "store + MaxMind City", "one op in the decision's round trip"),
+        SignalSpec("account.new_country", "bool",
+                   "The login's country differs from the account's previous login.",
+                   "store + MaxMind City", "one op in the decision's round trip"),
     ]
 )
 

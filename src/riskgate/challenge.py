@@ -1,0 +1,468 @@
+"""Proof-of-work challenges and the pass cookie that a solved challenge earns.
+
+The flow (CONTRACT §3): a risky request is answered with a challenge ``{id, salt,
+difficulty}``; the client finds a ``nonce`` such that ``sha256(salt + nonce)`` starts
+with ``difficulty`` zero bits and posts ``{id, nonce}`` to the verify URL; a correct
+answer earns the ``rg_pass`` cookie, which the engine reads as ``challenge.passed``.
+
+**Stateless issue, one write on verify.** Issuing a challenge writes nothing: the id
+is a token signed with HMAC-SHA256 that carries its own salt, difficulty, expiry and
+a tag binding it to the client, so decisions stay at one store round trip. Verifying
+writes once — ``Put(only_if_absent=True)`` on the id's MAC — so an id is good for one
+answer, right or wrong.
+
+**Key separation.** Every use of ``secret`` gets its own key, derived as
+``HMAC(secret, "riskgate:<purpose>")``: a challenge id cannot be replayed as a pass,
+nor a pass as an id, and neither says anything about account or device keys.
+
+**Difficulty** grows linearly with the risk score, rounded to whole bits::
+
+    difficulty = min_difficulty + round((max_difficulty - min_difficulty) * score / 100)
+
+with ``score`` clamped to 0-100. Each bit doubles the expected work (``2**difficulty``
+hashes on average). Headless Chromium on a 2-core server does about 100 000 Web Crypto
+hashes a second in the worker, so the defaults 14-18 cost a browser about 0.15 s at the
+low end and 2-3 s at the high end; 20 bits would be 8-10 s there, too long for a person.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from riskgate.errors import StoreError
+from riskgate.store import Put, Store
+
+PASS_COOKIE = "rg_pass"  # noqa: S105 - a cookie name, not a password
+VERIFY_PATH = "/.riskgate/challenge/verify"
+
+#: Bounds on configured difficulty: at 32 bits a browser would work for hours.
+MAX_DIFFICULTY: Final = 32
+#: Largest verify body read; a genuine answer is under 200 bytes.
+MAX_ANSWER_BYTES: Final = 1024
+#: Longest nonce accepted, so a verify costs one short hash whatever the client sends.
+MAX_NONCE_CHARS: Final = 64
+#: SHA-256 hashes a second a browser manages with Web Crypto in a worker, on the low side
+#: (headless Chromium 156 on a 2-core server measured 80-120k; see
+#: tests/test_challenge_browser.py); used only for the interstitial's "about how long".
+BROWSER_HASHES_PER_SECOND: Final = 100_000
+
+_log = logging.getLogger("riskgate.challenge")
+
+_VERSION: Final = "1"
+_MAC_BYTES: Final = 16  # 128-bit tags: forgery stays out of reach, cookies stay short
+_TAG_BYTES: Final = 12
+_B64: Final = r"[A-Za-z0-9_-]"
+#: version . expiry (ms) . difficulty . salt . binding tag . MAC
+_ID_RE: Final = re.compile(
+    rf"1\.(\d{{1,15}})\.(\d{{1,2}})\.({_B64}{{22}})\.({_B64}{{16}})\.({_B64}{{22}})"
+)
+#: version . expiry (s) . MAC
+_PASS_RE: Final = re.compile(rf"1\.(\d{{1,12}})\.({_B64}{{22}})")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientBinding:
+    """What a pass is bound to: the same client is the same device, prefix and browser."""
+
+    device: str | None  # device.key fact (already keyed), or None when no device id was sent
+    prefix: str  # ip.prefix fact: /24 or /48
+    user_agent: str  # a hash of the User-Agent header
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a verify answer was refused (or accepted): HTTP status and a short reason."""
+
+    status: int
+    reason: str
+
+
+def leading_zero_bits(digest: bytes) -> int:
+    """How many zero bits ``digest`` starts with.
+
+    >>> leading_zero_bits(bytes([0, 0b0001_0000]))
+    11
+    >>> leading_zero_bits(b"\\x00\\x00")
+    16
+    """
+    return len(digest) * 8 - int.from_bytes(digest, "big").bit_length()
+
+
+def solves(salt: str, nonce: str, difficulty: int) -> bool:
+    """Whether ``sha256(salt + nonce)`` has at least ``difficulty`` leading zero bits.
+
+    >>> solves("salt", "0", 0), solves("salt", "0", 256)
+    (True, False)
+    """
+    digest = hashlib.sha256((salt + nonce).encode()).digest()
+    return leading_zero_bits(digest) >= difficulty
+
+
+def solve(salt: str, difficulty: int) -> str:
+    """The first decimal nonce that solves a challenge (what the browser does, in Python).
+
+    >>> solves("abc", solve("abc", 8), 8)
+    True
+    """
+    nonce = 0
+    while not solves(salt, str(nonce), difficulty):
+        nonce += 1
+    return str(nonce)
+
+
+def wants_html(accept: str) -> bool:
+    """Whether an ``Accept`` header names ``text/html`` (with a non-zero quality).
+
+    ``*/*`` alone does not: API clients and ``fetch`` send it and want JSON.
+
+    >>> wants_html("text/html,application/xhtml+xml,*/*;q=0.8")
+    True
+    >>> wants_html("*/*"), wants_html("text/html;q=0"), wants_html("application/json")
+    (False, False, False)
+    """
+    for item in accept.lower().split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        if media != "text/html":
+            continue
+        quality = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            if float(quality) > 0:
+                return True
+        except ValueError:
+            return True  # a malformed q is treated as the default, 1
+    return False
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _subkey(secret: bytes, purpose: str) -> bytes:
+    return hmac.new(secret, f"riskgate:{purpose}".encode(), hashlib.sha256).digest()
+
+
+def _mac(key: bytes, message: str, size: int = _MAC_BYTES) -> str:
+    return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest()[:size])
+
+
+class Challenges:
+    """Issues challenges, verifies answers, signs and checks pass cookies.
+
+    ``secret`` is the configured HMAC secret; ``ttl`` (seconds) is how long a challenge
+    can be answered and ``pass_ttl`` how long a pass lasts. ``min_difficulty`` and
+    ``max_difficulty`` bound the work, in leading zero bits (see the module docstring).
+
+    >>> from riskgate.store import MemoryStore
+    >>> c = Challenges(b"s3cret", MemoryStore())
+    >>> me = c.binding("dev-key", "203.0.113.0/24", "Firefox")
+    >>> c.pass_valid(c.issue_pass(me, now=1000.0), me, now=1001.0)
+    True
+    >>> c.pass_valid(c.issue_pass(me, now=1000.0), c.binding(None, "203.0.113.0/24", "Firefox"),
+    ...              now=1001.0)
+    False
+    >>> c.difficulty(0.0), c.difficulty(50.0), c.difficulty(100.0)
+    (14, 16, 18)
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        store: Store,
+        *,
+        min_difficulty: int = 14,
+        max_difficulty: int = 18,
+        ttl: float = 120.0,
+        pass_ttl: float = 1800.0,
+        verify_path: str = VERIFY_PATH,
+    ) -> None:
+        if not secret:
+            raise ValueError("challenge secret is empty; set `secret` in the configuration")
+        if not 0 <= min_difficulty <= max_difficulty <= MAX_DIFFICULTY:
+            raise ValueError(
+                f"challenge difficulty must satisfy 0 <= min ({min_difficulty}) <= "
+                f"max ({max_difficulty}) <= {MAX_DIFFICULTY} bits"
+            )
+        if ttl <= 0 or pass_ttl <= 0:
+            raise ValueError(f"challenge ttl ({ttl}) and pass_ttl ({pass_ttl}) must be positive")
+        if not verify_path.startswith("/"):
+            raise ValueError(f"verify_path {verify_path!r} must start with '/'")
+        self._store = store
+        self.min_difficulty = min_difficulty
+        self.max_difficulty = max_difficulty
+        self.ttl = ttl
+        self.pass_ttl = pass_ttl
+        self.verify_path = verify_path
+        self._id_key = _subkey(secret, "challenge-id")
+        self._tag_key = _subkey(secret, "challenge-binding")
+        self._pass_key = _subkey(secret, "pass")
+        self._binding_key = _subkey(secret, "binding")
+        self._ua_key = _subkey(secret, "user-agent")
+
+    # -- binding and pass ------------------------------------------------------------
+
+    def binding(
+        self, device_key: str | None, ip_prefix: str, user_agent: str | None
+    ) -> ClientBinding:
+        """The binding of a client, from facts the engine already computed.
+
+        The user agent is kept only as a keyed hash; a missing one hashes like "".
+        """
+        ua = hashlib.blake2b((user_agent or "").encode(), key=self._ua_key[:32], digest_size=12)
+        return ClientBinding(device_key, ip_prefix, ua.hexdigest())
+
+    def _binding_digest(self, binding: ClientBinding) -> str:
+        # JSON keeps "no device" (null) apart from any device key and fields unambiguous.
+        canonical = json.dumps([binding.device, binding.prefix, binding.user_agent])
+        return _mac(self._binding_key, canonical, 32)
+
+    def issue_pass(self, binding: ClientBinding, now: float) -> str:
+        """A pass cookie value for ``binding``, valid for ``pass_ttl`` seconds from ``now``.
+
+        It holds only the expiry and a MAC over expiry and binding: the client's device
+        key, prefix and UA hash never leave the server.
+        """
+        expires = int(now + self.pass_ttl)
+        head = f"{_VERSION}.{expires}"
+        return f"{head}.{_mac(self._pass_key, f'{head}.{self._binding_digest(binding)}')}"
+
+    def pass_valid(self, cookie: str | None, binding: ClientBinding, now: float) -> bool:
+        """Whether ``cookie`` is a genuine, unexpired pass issued to this same client."""
+        if not cookie:
+            return False
+        match = _PASS_RE.fullmatch(cookie)
+        if match is None or int(match[1]) <= now:
+            return False
+        head = f"{_VERSION}.{match[1]}"
+        expected = _mac(self._pass_key, f"{head}.{self._binding_digest(binding)}")
+        return hmac.compare_digest(expected, match[2])
+
+    # -- issuing ----------------------------------------------------------------------
+
+    def difficulty(self, score: float) -> int:
+        """Leading zero bits asked of a client with risk ``score`` (clamped to 0-100)."""
+        share = min(max(score, 0.0), 100.0) / 100.0
+        return self.min_difficulty + round((self.max_difficulty - self.min_difficulty) * share)
+
+    def _tag(self, salt: str, binding: ClientBinding) -> str:
+        # Salted, so the ids a client gets cannot be linked to each other by their tag.
+        return _mac(self._tag_key, f"{salt}.{self._binding_digest(binding)}", _TAG_BYTES)
+
+    def issue(self, *, score: float, binding: ClientBinding, now: float) -> dict[str, object]:
+        """A new challenge, as the contract's ``challenge`` object. Writes nothing."""
+        salt = _b64(secrets.token_bytes(16))
+        difficulty = self.difficulty(score)
+        expires_ms = int((now + self.ttl) * 1000)
+        body = f"{_VERSION}.{expires_ms}.{difficulty}.{salt}.{self._tag(salt, binding)}"
+        return {
+            "id": f"{body}.{_mac(self._id_key, body)}",
+            "algorithm": "sha256",
+            "difficulty": difficulty,
+            "salt": salt,
+            "verify_url": self.verify_path,
+        }
+
+    def challenge_response(
+        self, *, score: float, binding: ClientBinding, request_id: str, accept: str,
+        status: int, now: float, method: str = "GET",
+    ) -> Response:
+        """The challenge answer: an HTML interstitial when ``accept`` names text/html,
+        else the contract's JSON; carries the X-RiskGate-* headers.
+
+        ``method`` is the challenged request's method: after solving, the page reloads a
+        GET or HEAD by itself and asks the person to submit anything else again.
+        """
+        challenge = self.issue(score=score, binding=binding, now=now)
+        headers = {
+            "X-RiskGate-Decision": "challenge",
+            "X-RiskGate-Request-Id": request_id,
+            "Cache-Control": "no-store",
+        }
+        if not wants_html(accept):
+            return JSONResponse({"decision": "challenge", "challenge": challenge},
+                                status_code=status, headers=headers)  # fmt: skip
+        page = _page()
+        headers.update(page.headers)
+        return HTMLResponse(page.render(challenge, request_id, method), status_code=status,
+                            headers=headers)  # fmt: skip
+
+    # -- verifying --------------------------------------------------------------------
+
+    async def check(self, body: bytes, binding: ClientBinding, now: float) -> Verdict:
+        """Judge one verify body; the verdict's status is 204 for a correct answer.
+
+        An authentic, unexpired id is marked used *before* the answer is judged, so it
+        is spent whether the answer is right or wrong, and whichever client sent it.
+        Forged and expired ids are refused without touching the store.
+        """
+        try:
+            answer = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return Verdict(400, "body is not JSON")
+        if not isinstance(answer, dict):
+            return Verdict(403, "answer must be a JSON object with id and nonce")
+        challenge_id, nonce = answer.get("id"), answer.get("nonce")
+        if isinstance(nonce, int) and not isinstance(nonce, bool) and nonce >= 0:
+            nonce = str(nonce)  # a JS client may post its counter as a number
+        if not isinstance(challenge_id, str) or not isinstance(nonce, str):
+            return Verdict(403, "answer must carry string id and nonce")
+        if len(nonce) > MAX_NONCE_CHARS:
+            return Verdict(403, f"nonce longer than {MAX_NONCE_CHARS} characters")
+        match = _ID_RE.fullmatch(challenge_id)
+        if match is None:
+            return Verdict(403, "unknown challenge")
+        expires_ms, difficulty, salt, tag, mac = match.groups()
+        if not hmac.compare_digest(_mac(self._id_key, challenge_id.rpartition(".")[0]), mac):
+            return Verdict(403, "unknown challenge")
+        remaining_ms = int(expires_ms) - int(now * 1000)
+        if remaining_ms <= 0:
+            return Verdict(403, "challenge expired")
+        if await self._reused(mac, remaining_ms, now):
+            return Verdict(403, "challenge already answered")
+        if not hmac.compare_digest(self._tag(salt, binding), tag):
+            return Verdict(403, "challenge issued to another client")
+        if not solves(salt, nonce, int(difficulty)):
+            return Verdict(403, "wrong answer")
+        return Verdict(204, "passed")
+
+    async def _reused(self, mac: str, remaining_ms: int, now: float) -> bool:
+        try:
+            [previous] = await self._store.apply(
+                [Put(f"rg:ch:{mac}", "1", remaining_ms, only_if_absent=True)], now
+            )
+        except StoreError as error:
+            # Fail open: the id is still signed, unexpired and bound to this client, so
+            # without the store the worst case is one client answering an id twice.
+            # Locking every person out while Redis is down would cost more.
+            _log.warning("challenge single-use check skipped, store failed: %s", error)
+            return False
+        return previous is not None
+
+    async def verify(self, request: Request, binding: ClientBinding, now: float) -> Response:
+        """Answer a POST to the verify URL: 204 + pass cookie, or 403.
+
+        A body that is not JSON at all is a 400 (as for the decision API); one larger
+        than :data:`MAX_ANSWER_BYTES` a 413; every other refusal — wrong nonce, expired,
+        reused, forged or someone else's id, missing fields — a 403 with
+        ``{"error": reason}``.
+        """
+        headers = {"Cache-Control": "no-store"}
+        if request.method != "POST":
+            return JSONResponse({"error": "use POST"}, 405, {**headers, "Allow": "POST"})
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                return JSONResponse({"error": f"answer larger than {MAX_ANSWER_BYTES} bytes"},
+                                    413, headers)  # fmt: skip
+        verdict = await self.check(bytes(body), binding, now)
+        if verdict.status != 204:
+            error: dict[str, object] = {"error": verdict.reason}
+            if verdict.status == 400:
+                error["field"] = None  # the decision API's shape for a non-JSON body
+            return JSONResponse(error, verdict.status, headers)
+        response = Response(status_code=204, headers=headers)
+        response.headers.append("Set-Cookie", self.pass_cookie_header(
+            self.issue_pass(binding, now), secure=request.url.scheme == "https"))
+        return response
+
+    def pass_cookie_header(self, value: str, *, secure: bool) -> str:
+        """The ``Set-Cookie`` value for a pass (written out: the attributes are contract).
+
+        >>> from riskgate.store import MemoryStore
+        >>> Challenges(b"k", MemoryStore(), pass_ttl=60).pass_cookie_header("v", secure=True)
+        'rg_pass=v; HttpOnly; SameSite=Lax; Path=/; Max-Age=60; Secure'
+        """
+        max_age = int(self.pass_ttl)
+        cookie = f"{PASS_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}"
+        return f"{cookie}; Secure" if secure else cookie
+
+
+# -- the HTML interstitial ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """The interstitial template with the CSP that allows exactly its inline code."""
+
+    template: str
+    headers: dict[str, str]
+
+    def render(self, challenge: dict[str, object], request_id: str, method: str) -> str:
+        data = {**challenge, "method": method.upper(),
+                "expected_hashes": 2 ** int(str(challenge["difficulty"]))}  # fmt: skip
+        seconds = data["expected_hashes"] / BROWSER_HASHES_PER_SECOND
+        return (
+            self.template.replace("{{challenge_json}}", _script_json(data))
+            .replace("{{estimate}}", html.escape(_estimate(seconds)))
+            .replace("{{request_id}}", html.escape(request_id))
+        )
+
+
+def _script_json(data: object) -> str:
+    """JSON safe inside a ``<script>`` element, where HTML entities are not decoded.
+
+    >>> _script_json({"x": "</script><b>&"})
+    '{"x": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e\\\\u0026"}'
+    """
+    text = json.dumps(data)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def _estimate(seconds: float) -> str:
+    """A person's idea of ``seconds``.
+
+    >>> _estimate(0.04), _estimate(2.6), _estimate(130)
+    ('under a second', 'about 3 seconds', 'about 2 minutes')
+    """
+    if seconds < 1:
+        return "under a second"
+    if seconds < 60:
+        whole = round(seconds)
+        return f"about {whole} second{'s' if whole != 1 else ''}"
+    minutes = round(seconds / 60)
+    return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _csp_hash(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+@cache
+def _page() -> _Page:
+    # The inline script and style are static, so hashes (computed once) allow them and
+    # nothing else; the per-challenge data sits in a JSON element no policy needs to allow.
+    template = resources.files("riskgate").joinpath("challenge.html").read_text("utf-8")
+    scripts = re.findall(r"<script>(.*?)</script>", template, re.S)
+    styles = re.findall(r"<style>(.*?)</style>", template, re.S)
+    policy = "; ".join([
+        "default-src 'none'",
+        "script-src " + " ".join(map(_csp_hash, scripts)),
+        "style-src " + " ".join(map(_csp_hash, styles)),
+        "worker-src blob:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        # 'self', not 'none': a single-page app may show the page in its own iframe.
+        "frame-ancestors 'self'",
+    ])
+    return _Page(template, {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    })

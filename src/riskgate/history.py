@@ -1,0 +1,73 @@
+"""What the store remembers about a device or an account between its requests.
+
+``device.first_seen_age`` and the travel signals need yesterday's answer, so they are
+not signals of one request: each adds one ``Put`` to the decision's store batch
+(written and read back in the same round trip) and is derived from its answer.
+
+The remembered values are keyed by already-keyed identities, and hold only a time,
+or a location and time: no raw account or device id reaches the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from riskgate.identity import travel_speed_kmh
+from riskgate.store import Op, Put, Result
+
+#: How long a device's first sighting and an account's last login are remembered.
+REMEMBER_SECONDS: Final = 90 * 86400
+_REMEMBER_MS: Final = REMEMBER_SECONDS * 1000
+
+HISTORY_FACTS: Final = ("device.first_seen_age", "account.travel_speed_kmh",
+                        "account.new_country")
+
+
+def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[str, Op]]:
+    """The store ops this request's history needs, each named by what it remembers.
+
+    >>> [name for name, _ in history_ops("login", {"device.key": "d1", "account.key": "a1",
+    ...     "ip.lat": 51.5, "ip.lon": -0.1, "ip.country": "GB"}, 1000.0)]
+    ['first_seen', 'last_login']
+    """
+    ops: list[tuple[str, Op]] = []
+    device = facts.get("device.key")
+    if device:
+        ops.append(("first_seen", Put(f"rg:fs:{device}", repr(now), _REMEMBER_MS,
+                                      only_if_absent=True)))
+    account = facts.get("account.key")
+    lat, lon = facts.get("ip.lat"), facts.get("ip.lon")
+    # Travel is measured between logins: a booking from a hotel is not a new login place.
+    if event == "login" and account and lat is not None and lon is not None:
+        where = f"{lat},{lon},{now!r},{facts.get('ip.country') or ''}"
+        ops.append(("last_login", Put(f"rg:ll:{account}", where, _REMEMBER_MS)))
+    return ops
+
+
+def history_facts(
+    names: Sequence[str], results: Sequence[Result] | None, facts: Mapping[str, Any],
+    now: float,
+) -> dict[str, Any]:
+    """The history signals from the answers to :func:`history_ops` (None: store failed).
+
+    >>> history_facts(["first_seen"], ["400.0"], {}, 1000.0)["device.first_seen_age"]
+    600.0
+    >>> history_facts(["last_login"], ["48.86,2.35,0.0,FR"],
+    ...               {"ip.lat": 51.51, "ip.lon": -0.13, "ip.country": "GB"}, 3600.0)
+    {'device.first_seen_age': None, 'account.travel_speed_kmh': 343.5, 'account.new_country': True}
+    """
+    derived: dict[str, Any] = dict.fromkeys(HISTORY_FACTS)
+    if results is None:
+        return derived
+    for name, previous in zip(names, results, strict=True):
+        if name == "first_seen":
+            first = float(previous) if isinstance(previous, str) else now
+            derived["device.first_seen_age"] = max(0.0, now - first)
+        elif name == "last_login" and isinstance(previous, str):
+            lat, lon, then, country = previous.split(",")
+            derived["account.travel_speed_kmh"] = round(travel_speed_kmh(
+                float(lat), float(lon), float(then), facts["ip.lat"], facts["ip.lon"], now), 1)
+            current = facts.get("ip.country")
+            derived["account.new_country"] = country != current if country and current else None
+    return derived
