@@ -10,6 +10,9 @@ decision, so the only difference between the three servers is the work done per 
 Started by bench/run.py as ``uvicorn baselines:bare_app --app-dir bench ...``. The
 limits app reads its Redis URL from ``BENCH_LIMITS_STORAGE`` and the Redis client the
 library uses (``redispy`` or ``coredis``) from ``BENCH_LIMITS_CLIENT``.
+
+``upstream_app`` is something else: the trivial site behind ``riskgate serve`` in the
+proxy measurement (``--servers proxy``), measured straight and through the gateway.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from limits.aio import strategies
 from limits.storage import storage_from_string
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 # So high that no IP of the workload reaches it: a refused hit takes a different path in
@@ -95,3 +98,42 @@ async def _limited(request: Request) -> Response:
 limits_app = Starlette(routes=[Route("/v1/decide", _limited, methods=["POST"]),
                                Route("/metrics", _metrics)],
                        lifespan=_limits_lifespan)
+
+
+# --- the proxy benchmark's upstream ---------------------------------------------------
+#
+# A trivial site for ``make bench``'s proxy measurement (the ``proxy`` server): the
+# contract's login and booking routes and a small home page, doing as little as a
+# Starlette app can while still reading the body and answering what a real one would.
+# It is measured straight and behind ``riskgate serve``, so whatever it costs is in both.
+
+_HOME = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+         "<title>Example Air</title></head><body><main><h1>Example Air</h1>"
+         "<p>Book a flight, manage a booking, check in.</p>"
+         "<form method=\"post\" action=\"/api/login\"><input name=\"username\">"
+         "<input name=\"password\" type=\"password\"><button>Sign in</button></form>"
+         "</main></body></html>")
+
+
+async def _home(_: Request) -> Response:
+    return HTMLResponse(_HOME)
+
+
+async def _login(request: Request) -> Response:
+    payload = json.loads(await request.body())
+    # The bench's workload marks failed logins with this password: a 401 is what the
+    # gateway's login route counts as a failure (failure_statuses), as a real site's is.
+    if payload.get("password") == "wrong":
+        return JSONResponse({"error": "invalid username or password"}, status_code=401)
+    return JSONResponse({"account": payload.get("username"), "session": os.urandom(16).hex()})
+
+
+async def _booking(request: Request) -> Response:
+    payload = json.loads(await request.body())
+    return JSONResponse({"booking": os.urandom(6).hex().upper(), "flight": payload.get("flight"),
+                         "seats": payload.get("seats"), "status": "held"}, status_code=201)
+
+
+upstream_app = Starlette(routes=[Route("/", _home, methods=["GET"]),
+                                 Route("/api/login", _login, methods=["POST"]),
+                                 Route("/api/bookings", _booking, methods=["POST"])])

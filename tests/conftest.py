@@ -10,16 +10,17 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from riskgate.store import Store, open_store
+from support import free_port, stop_process
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,7 @@ class RedisServer:
     def __init__(self, executable: str, directory: Path) -> None:
         self.executable = executable
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.unix_socket = directory / "redis.sock"
         self._process: subprocess.Popen[bytes] | None = None
@@ -66,12 +67,7 @@ class RedisServer:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process, timeout=5)
         self._process = None
 
     @contextlib.contextmanager
@@ -92,13 +88,6 @@ class RedisServer:
             yield
         finally:
             os.kill(self._process.pid, signal.SIGCONT)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +122,22 @@ async def store(store_uri: str) -> AsyncIterator[Store]:
     opened = open_store(store_uri)
     yield opened
     await opened.close()
+
+
+# Figures that tests measure on real data (bot recall, ...) are worth reading after
+# every run, not only when an assertion fails: tests record them, the summary prints.
+_REPORT_KEY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def record_report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record one line for the test report printed at the end of the run."""
+    return request.config.stash.setdefault(_REPORT_KEY, []).append
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(_REPORT_KEY, [])
+    if lines:
+        terminalreporter.section("riskgate measurements")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import httpx
 import pytest
 
 import riskgate
+from support import riskgate_serve
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "cli-test-secret-0123456789"
@@ -23,12 +20,6 @@ SECRET = "cli-test-secret-0123456789"
 def riskgate_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "riskgate", *args], capture_output=True,
                           text=True, timeout=60, env=env, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_version() -> None:
@@ -80,29 +71,10 @@ def test_rules_test_runs_the_shipped_packs_tests() -> None:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
     config = tmp_path / "riskgate.yaml"
     config.write_text(f"secret: ${{RG_SECRET}}\nrules: {REPO / 'rules'}\ndecision_log: null\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "riskgate", "serve", "--config", str(config), "--port", str(port)],
-        env={**os.environ, "RG_SECRET": SECRET}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("riskgate serve did not answer /healthz within 10 s")
+    with riskgate_serve(config, env={"RG_SECRET": SECRET}) as (base, _):
         yield base
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
 
 
 def test_serve_answers_the_decision_api_over_http(served: str) -> None:

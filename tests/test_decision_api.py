@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from starlette.testclient import TestClient
 
 from riskgate.asgi import create_app
 from riskgate.config import Config, GeoIPPaths
+from support import free_port
 
 SECRET = "decision-api-test-secret"
 
@@ -236,16 +236,10 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert ready.json()["ready"] is True
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_without_its_store_riskgate_decides_degraded_and_is_not_ready(
     rules_dir: Path, tmp_path: Path
 ) -> None:
-    store = f"redis://127.0.0.1:{closed_port()}/0"
+    store = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with make_client(store, rules_dir, tmp_path / "d.jsonl") as client:
         answer = decide(client, event="login", ip="198.51.100.7", account="gina@example.com")
         assert answer["decision"] == "allow"

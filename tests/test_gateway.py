@@ -43,6 +43,7 @@ from riskgate.asgi import create_app
 from riskgate.challenge import PASS_COOKIE, solve
 from riskgate.config import Config, Route, ValueSource
 from riskgate.gateway import RiskGateMiddleware
+from support import free_port, stop_process
 
 SECRET = "gateway-test-secret-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,13 +113,6 @@ def upstream_app() -> Starlette:
         StarletteRoute("/echo/{rest:path}", echo, methods=["GET", "POST"]),
         StarletteRoute("/slow", slow),
     ])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ThreadServer:
@@ -241,12 +235,7 @@ class NginxServer:
     def __exit__(self, *_: object) -> None:
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process)
         self._process = None
 
 

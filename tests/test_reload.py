@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from starlette.testclient import TestClient
 
 from riskgate.asgi import create_app
 from riskgate.config import Config
+from support import riskgate_serve
 
 TOKEN = "admin-token-for-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -103,36 +102,13 @@ def test_a_changed_file_is_picked_up_without_any_call(rules_dir: Path) -> None:
         assert booking_score(client) == 20.0
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(rules_dir: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
     config = tmp_path / "riskgate.yaml"
     config.write_text(f"secret: reload-test-secret-123\nrules: {rules_dir}\ndecision_log: null\n"
                       f"watch_rules: false\nadmin_tokens: [{TOKEN}]\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "riskgate", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield base, process
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=10)
+    with riskgate_serve(config) as served:
+        yield served
 
 
 def test_sighup_reloads_the_rule_set(

@@ -432,3 +432,20 @@ def test_replay_of_real_traffic_matches_the_recording_and_isolates_one_new_rule(
                                               by_decision["allow"] - len(flipped))
     assert report.table["login"]["challenge"] == (by_decision["challenge"],
                                                   by_decision["challenge"] + len(flipped))
+
+
+def test_decisions_a_runtime_list_entry_made_are_left_out_of_the_comparison(
+    scripted: tuple[Path, RuleSet], tmp_path: Path,
+) -> None:
+    log, ruleset = scripted
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    first = next(line for line in lines if line["type"] == "decision")
+    # As if an operator had blocked this client live: recorded as a block by the entry.
+    first.update(decision="block", reasons=["runtime-block:0f3a"])
+    listed = tmp_path / "listed.log"
+    listed.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = run_replay(listed, ruleset)
+    assert (report.runtime_listed, report.changes) == (1, ())
+    assert "runtime-block:0f3a" not in report.rules
+    assert ("1 recorded decision involved runtime list entries, which replay does not apply; "
+            "left out of the comparison") in str(report).splitlines()

@@ -417,3 +417,16 @@ def test_any_yaml_either_loads_or_is_refused_with_problems(document: dict[str, o
             assert error.problems
         else:
             run_rule_tests(ruleset)
+
+
+def test_rule_ids_that_look_like_runtime_list_entries_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", """\
+        rules:
+          - id: runtime-block:42
+            when: ip.version == 4
+            score: 5
+        """)
+    assert problems(path) == [
+        f"{path}:2:9: rule runtime-block:42: rule ids starting with `runtime-` are kept for "
+        "runtime list entries; rename the rule"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,9 @@ def labelled(label: str, kind: str | None = None) -> list[str]:
         ]
 
 
-def test_bot_recall_and_browser_false_positives_meet_goals(classify: UAClassifier) -> None:
+def test_bot_recall_and_browser_false_positives_meet_goals(
+    classify: UAClassifier, record_report: Callable[[str], None]
+) -> None:
     bots, humans = labelled("bot"), labelled("human")
     missed = [ua for ua in bots if not classify(ua).is_bot]
     flagged = [ua for ua in humans if classify(ua).is_bot]
@@ -39,6 +42,7 @@ def test_bot_recall_and_browser_false_positives_meet_goals(classify: UAClassifie
         f"bot recall {recall:.2%} ({len(bots) - len(missed)}/{len(bots)}), "
         f"browser false positives {fp_rate:.2%} ({len(flagged)}/{len(humans)})"
     )
+    record_report(f"user agents (shared/data labelled_user_agents.csv): {report}")
     assert recall >= 0.98 and fp_rate <= 0.005, report
 
 

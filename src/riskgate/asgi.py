@@ -9,31 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from riskgate import metrics
+from riskgate.admin import admin_routes, authorized, unauthorized
 from riskgate.challenge import VERIFY_PATH, Challenges
 from riskgate.config import Config, load_config
 from riskgate.decisionlog import DecisionLog
 from riskgate.engine import Engine
 from riskgate.errors import InputError, StoreError
-from riskgate.event import OUTCOMES, event_from_api, parse_json_object
+from riskgate.event import (
+    OUTCOMES,
+    event_from_api,
+    new_request_id,
+    parse_json_object,
+    read_body,
+)
 from riskgate.gateway import AUTH_CHALLENGE_PATH, AUTH_PATH, Gateway, RiskGateMiddleware
 from riskgate.proxy import DEFAULT_TIMEOUT, ProxyApp
 from riskgate.reload import RuleReloader
 from riskgate.rules import RuleSet, load_ruleset
+from riskgate.runtime_lists import RuntimeLists
 from riskgate.signals import Keyer, SignalExtractor
 from riskgate.store import open_store
 
@@ -42,24 +51,6 @@ logger = logging.getLogger(__name__)
 #: Names the config file for ``create_app_from_env``, so each uvicorn worker can
 #: build its own app (and its own store connections) after the fork.
 CONFIG_ENV = "RISKGATE_CONFIG"
-
-
-def new_request_id() -> str:
-    """A unique, unguessable request id (96 random bits, hex)."""
-    return os.urandom(12).hex()
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise InputError(f"the body is larger than {limit} bytes", None, status=413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise InputError(f"the body is larger than {limit} bytes", None, status=413)
-    return bytes(body)
 
 
 def _input_error(_: Request, exc: Exception) -> Response:
@@ -83,7 +74,8 @@ class Service:
         for warning in warnings:
             logger.warning("%s", warning)
         self.log = DecisionLog(config.decision_log) if config.decision_log else None
-        self.engine = Engine(ruleset, store, signals, keyer, self.log, config.feedback_ttl)
+        self.engine = Engine(ruleset, store, signals, keyer, self.log, config.feedback_ttl,
+                             runtime_lists=RuntimeLists(store, keyer))
         self.challenges = Challenges(config.secret.encode(), store)
         self.gateway = Gateway(config, self.engine, self.challenges)
         # Reverse-proxy mode: the same middleware a Starlette app would use, around
@@ -103,6 +95,10 @@ class Service:
         self.engine.ruleset = ruleset
 
     async def start(self) -> None:
+        # Everything built so far (rule set, parsers, lists) lives as long as the process:
+        # moving it out of the collector's sight makes each young-generation collection,
+        # which a busy gateway triggers every few requests, scan only request garbage.
+        gc.freeze()
         loop = asyncio.get_running_loop()
         self.reloader.on_sighup(loop)
         if self.config.watch_rules:
@@ -119,23 +115,9 @@ class Service:
         if self.log is not None:
             self.log.close()
 
-    def _authorized(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
-        given = token.strip().encode()
-        # Compare with every token, in constant time, so timing reveals neither
-        # a token's content nor which one matched.
-        matches = [hmac.compare_digest(given, known) for known in self._admin_tokens]
-        return any(matches)
-
     async def reload_rules(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return JSONResponse(
-                {"error": "admin endpoints need `Authorization: Bearer <token>` with a token "
-                          "from `admin_tokens` in the configuration"},
-                status_code=401, headers={"www-authenticate": "Bearer"},
-            )
+        if not authorized(request, self._admin_tokens):
+            return unauthorized()
         result = await self.reloader.reload()
         if not result.ok:
             return JSONResponse({"error": "the rule set was refused; the previous set keeps "
@@ -143,12 +125,12 @@ class Service:
                                  "problems": list(result.problems)}, status_code=422)
         return JSONResponse({"version": result.version})
 
-    async def decide(self, request: Request) -> Response:
-        body = await read_body(request, self.config.max_body_bytes)
+    async def decide(self, body: bytes) -> bytes:
+        """The decision API: a request body in, the contract's JSON answer out."""
         event = event_from_api(body, new_request_id(), time.time())
         decision = await self.engine.decide(event)
         verdict = decision.verdict
-        return JSONResponse(
+        return orjson.dumps(
             {
                 "request_id": decision.request_id,
                 "decision": verdict.decision,
@@ -161,7 +143,9 @@ class Service:
         )
 
     async def feedback(self, request: Request) -> Response:
-        payload = parse_json_object(await read_body(request, self.config.max_body_bytes))
+        body = await read_body(request.receive, request.headers.get("content-length"),
+                               self.config.max_body_bytes)
+        payload = parse_json_object(body)
         request_id, outcome = payload.get("request_id"), payload.get("outcome")
         if not isinstance(request_id, str) or not request_id:
             raise InputError("`request_id` is required: the id /v1/decide answered", "request_id")
@@ -205,7 +189,47 @@ async def _metrics(_: Request) -> Response:
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(config: Config, *, upstream_timeout: float | None = None) -> Starlette:
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+
+
+class DecisionAPI:
+    """Serves ``POST /v1/decide`` in front of the Starlette app, every other request behind.
+
+    The decision API is the hot path: Starlette's routing, request and response objects
+    and exception middleware cost as much Python time per request as scoring does, so
+    this one endpoint speaks ASGI directly. Its answers are the contract's, errors
+    included; everything else (feedback, health, admin, the proxy) goes to ``app``.
+    """
+
+    def __init__(self, app: ASGIApp, service: Callable[[], Service | None]) -> None:
+        self.app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/decide" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        service = self._service()
+        content_length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                content_length = value.decode("latin-1")
+        status = 200
+        try:
+            if service is None:
+                status, answer = 503, orjson.dumps({"error": "riskgate is starting"})
+            else:
+                body = await read_body(receive, content_length, service.config.max_body_bytes)
+                answer = await service.decide(body)
+        except InputError as error:
+            status = error.status
+            answer = orjson.dumps({"error": error.message, "field": error.field})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def create_app(config: Config, *, upstream_timeout: float | None = None) -> ASGIApp:
     """The riskgate ASGI app for ``config``; the engine is built when the app starts.
 
     With ``upstream`` set, every request that none of riskgate's own routes takes is
@@ -244,9 +268,8 @@ def create_app(config: Config, *, upstream_timeout: float | None = None) -> Star
     # Mounted last, so riskgate's own routes answer first and everything else is
     # the upstream's.
     upstream = [Mount("/", app=proxied)] if config.upstream is not None else []
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/v1/decide", bound("decide"), methods=["POST"]),
             Route(AUTH_PATH, bound("auth"), methods=["GET"]),
             Route(AUTH_CHALLENGE_PATH, bound("auth_challenge"), methods=["GET"]),
             Route(VERIFY_PATH, bound("verify"), methods=["POST"]),
@@ -255,14 +278,16 @@ def create_app(config: Config, *, upstream_timeout: float | None = None) -> Star
             Route("/readyz", bound("ready"), methods=["GET"]),
             Route("/metrics", _metrics, methods=["GET"]),
             Route("/admin/rules/reload", bound("reload_rules"), methods=["POST"]),
+            *admin_routes(lambda: service),
             *upstream,
         ],
         exception_handlers={InputError: _input_error},
         lifespan=lifespan,
     )
+    return DecisionAPI(app, lambda: service)
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> ASGIApp:
     """uvicorn factory: the app for the config file named by ``RISKGATE_CONFIG``."""
     return create_app(load_config(os.environ[CONFIG_ENV]))
 

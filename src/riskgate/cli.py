@@ -11,11 +11,16 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from riskgate import __version__
 from riskgate.errors import RiskGateError, SourceError
+
+if TYPE_CHECKING:
+    from riskgate.runtime_lists import RuntimeLists
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -129,6 +134,67 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lists(args: argparse.Namespace) -> int:
+    """``riskgate lists add|remove|show``: edit the runtime lists in the configured store."""
+    import asyncio
+
+    from riskgate.config import load_config
+    from riskgate.runtime_lists import RuntimeLists
+    from riskgate.signals import Keyer
+    from riskgate.store import open_store
+
+    config = load_config(args.config)
+    if config.store.startswith("memory:"):
+        print(f"riskgate: {args.config} uses store memory://, which lives inside the running "
+              "server's process and cannot be reached from here; use the admin API "
+              "(GET/POST /admin/lists, DELETE /admin/lists/ID) or a redis:// store",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    async def run() -> int:
+        store = open_store(config.store)
+        try:
+            lists = RuntimeLists(store, Keyer(config.secret.encode()))
+            code: int = await args.lists_run(lists, args)
+            return code
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _when(seconds: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _lists_add(lists: RuntimeLists, args: argparse.Namespace) -> int:
+    from riskgate.runtime_lists import parse_ttl
+
+    entry = await lists.add(args.kind, args.value, args.action, parse_ttl(args.ttl),
+                            args.reason, time.time())
+    print(f"{entry.id}\t{entry.rule} until {_when(entry.expires)}")
+    return EXIT_OK
+
+
+async def _lists_remove(lists: RuntimeLists, args: argparse.Namespace) -> int:
+    if await lists.remove(args.id, time.time()):
+        print(f"removed {args.id}")
+        return EXIT_OK
+    print(f"riskgate: no live runtime list entry has id {args.id}; `riskgate lists show` "
+          "lists them", file=sys.stderr)
+    return EXIT_FAILED
+
+
+async def _lists_show(lists: RuntimeLists, _: argparse.Namespace) -> int:
+    # One tab-separated line per entry: id, action, kind, value (keyed for device and
+    # account), expiry (UTC), reason.
+    for e in await lists.entries(time.time()):
+        print("\t".join((e.id, e.action, e.kind, e.value, _when(e.expires), e.reason)))
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="riskgate",
                                      description="Bot and scalper risk-control gateway.")
@@ -168,6 +234,27 @@ def _parser() -> argparse.ArgumentParser:
                         help="request ids shown per changed decision (default 3)")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(run=_replay)
+
+    lists = commands.add_parser("lists", help="temporary block/allow entries (runtime lists)")
+    list_commands = lists.add_subparsers(dest="lists_command", required=True, metavar="COMMAND")
+    add = list_commands.add_parser("add", help="block or allow an IP, CIDR, device or account")
+    # Kinds, actions and limits are checked by RuntimeLists.add, in one place.
+    add.add_argument("--kind", required=True, help="ip, cidr, device or account")
+    add.add_argument("--value", required=True,
+                     help="the address or network; the raw device or account id (keyed "
+                          "before it is stored)")
+    add.add_argument("--action", required=True, help="block or allow")
+    add.add_argument("--ttl", required=True, help="how long: seconds, or 30m, 1h, 7d (<= 30d)")
+    add.add_argument("--reason", required=True, help="why, for whoever finds it later")
+    add.set_defaults(lists_run=_lists_add)
+    remove = list_commands.add_parser("remove", help="remove an entry by id")
+    remove.add_argument("id")
+    remove.set_defaults(lists_run=_lists_remove)
+    show = list_commands.add_parser("show", help="list the live entries")
+    show.set_defaults(lists_run=_lists_show)
+    for command in (add, remove, show):
+        command.add_argument("--config", required=True, help="the riskgate.yaml naming the store")
+        command.set_defaults(run=_lists)
     return parser
 
 

@@ -22,6 +22,9 @@ from typing import Final, Literal, get_args
 Action = Literal["allow", "challenge", "block"]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 MAX_SCORE: Final = 100.0
+#: Rule ids of matches made by runtime list entries start with this; rule files may
+#: not use it, so a reason always says which of the two decided.
+RUNTIME_RULE_PREFIX: Final = "runtime-"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,13 @@ from typing import Any
 import orjson
 
 from riskgate import metrics
-from riskgate.decision import Verdict, decide
+from riskgate.decision import Match, Verdict, decide
 from riskgate.decisionlog import DecisionLog
 from riskgate.errors import StoreError
 from riskgate.event import EventName, Outcome, RiskEvent
 from riskgate.history import history_facts, history_ops
 from riskgate.rules import RuleSet
+from riskgate.runtime_lists import RuntimeLists, for_metrics
 from riskgate.signals import Keyer, SignalExtractor
 from riskgate.store import Count, Distinct, Get, Op, Put, Result, Store
 
@@ -130,6 +131,7 @@ class Engine:
         keyer: Keyer,
         log: DecisionLog | None = None,
         feedback_ttl: float = 900.0,
+        runtime_lists: RuntimeLists | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.store = store
@@ -137,6 +139,8 @@ class Engine:
         self._planner = CounterPlanner(keyer)
         self._log = log
         self._feedback_ttl_ms = int(feedback_ttl * 1000)
+        #: None in replay: runtime entries are live operations, not part of a policy.
+        self.runtime_lists = runtime_lists
 
     async def decide(self, event: RiskEvent) -> Decision:
         started = time.perf_counter()
@@ -177,6 +181,10 @@ class Engine:
         record = {"event": event, "counters": outcome_keys}
         ops.append(Put(_record_key(request_id), orjson.dumps(record).decode(),
                        self._feedback_ttl_ms))
+        lists = self.runtime_lists
+        if lists is not None:
+            ops.append(lists.version_op())  # last: rides in this batch, no round trip of its own
+        listed: list[Match] = []
         counters: dict[str, float] = {}
         remembered_results: list[Result] | None = None
         try:
@@ -188,12 +196,21 @@ class Engine:
             counters = {name: float(value) for name, value in zip(names, results, strict=False)
                         if isinstance(value, (int, float))}
             remembered_results = results[len(names):len(names) + len(remembered)]
+            if lists is not None:
+                try:
+                    await lists.refresh(results[-1], now)
+                except StoreError as exc:
+                    degraded = True
+                    logger.warning("deciding %s without runtime lists: %s", request_id, exc)
+                else:
+                    listed = lists.matches(facts, now)
         facts = {**facts, **history_facts([name for name, _ in remembered], remembered_results,
                                           facts, now)}
         matches = ruleset.evaluate(event, facts, counters, now=now)
-        verdict = decide(matches, ruleset.thresholds_for(event))
+        verdict = decide([*matches, *listed], ruleset.thresholds_for(event))
         elapsed = time.perf_counter() - started
-        metrics.count_decision(event, verdict.decision, elapsed, matches, degraded)
+        metrics.count_decision(event, verdict.decision, elapsed,
+                               [*matches, *map(for_metrics, listed)], degraded)
         if self._log is not None:
             self._log.write(
                 {

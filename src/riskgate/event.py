@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
@@ -51,6 +52,39 @@ class RiskEvent:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     #: The client carried a valid challenge pass bound to it (gateway modes).
     challenge_passed: bool = False
+
+
+def new_request_id() -> str:
+    """A unique, unguessable request id (96 random bits, hex)."""
+    return os.urandom(12).hex()
+
+
+async def read_body(
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]], content_length: str | None,
+    limit: int,
+) -> bytes:
+    """A request's whole body from its ASGI ``receive``, refusing (413) past ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before anything is read; a
+    body without one is refused as soon as it grows past the limit. A client that goes
+    away mid-body leaves what arrived.
+    """
+    if content_length and content_length.isdigit() and int(content_length) > limit:
+        raise InputError(f"the body is larger than {limit} bytes", None, status=413)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"the body is larger than {limit} bytes", None, status=413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 _API_KEYS: Final = ("event", "ip", "account", "device_id", "user_agent", "headers", "attributes")

@@ -37,8 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from riskgate.challenge import PASS_COOKIE, VERIFY_PATH, Challenges, ClientBinding
 from riskgate.config import Config, IPNetwork, Route, ValueSource
 from riskgate.engine import Decision, Engine
-from riskgate.errors import StoreError
-from riskgate.event import IPAddress, RiskEvent, parse_ip
+from riskgate.errors import InputError, StoreError
+from riskgate.event import IPAddress, RiskEvent, new_request_id, parse_ip, read_body
 from riskgate.signals import Keyer, ip_prefix
 
 logger = logging.getLogger(__name__)
@@ -276,11 +276,14 @@ class Gateway:
         forwarded = ", ".join(headers.getlist("x-forwarded-for"))
         return self.proxies.client_ip(peer_host, forwarded)
 
+    def device_key(self, reader: ValueReader) -> str | None:
+        """The request's ``device.key``, keyed as signals.py keys it."""
+        device_id = reader.text(self.config.device_id)
+        return self._key("device", device_id) if device_id else None
+
     def binding(self, view: RequestView, reader: ValueReader) -> ClientBinding:
         """The pass binding, from the same facts the engine computes (signals.py)."""
-        device_id = reader.text(self.config.device_id)
-        device_key = self._key("device", device_id) if device_id else None
-        return self.challenges.binding(device_key, ip_prefix(view.client_ip),
+        return self.challenges.binding(self.device_key(reader), ip_prefix(view.client_ip),
                                        view.headers.get("user-agent"))
 
     def build_event(
@@ -304,21 +307,25 @@ class Gateway:
         return event, binding
 
     async def score(self, match: RouteMatch, view: RequestView) -> Scored:
-        from riskgate.asgi import new_request_id  # asgi imports this module
-
         now = time.time()
         event, binding = self.build_event(match, view, new_request_id(), now)
         decision = await self.engine.decide(event)
         return Scored(decision, event, binding, match.route, view.method)
 
-    def refuses_unscored(self, view: RequestView) -> bool:
+    async def refuses_unscored(self, view: RequestView) -> bool:
         """Whether a request on an unscored route is refused before it reaches the app.
 
-        This is where runtime block lists (CONTRACT §3: "lists still apply") plug in;
-        no list source exists yet, so every unscored request goes through.
+        Runtime block entries apply here (CONTRACT §3: "lists still apply") for the
+        client IP and the device id; allow entries change nothing, as nothing is scored.
+        Unscored routes name no account source, so account entries apply on scored
+        routes only; and no body is read, so a ``body:`` device id is not seen here.
         """
-        del view
-        return False
+        lists = self.engine.runtime_lists
+        if lists is None:
+            return False
+        entry = await lists.refuses(str(view.client_ip), self.device_key(ValueReader(view, {})),
+                                    None, time.time())
+        return entry is not None
 
     # -- decisions to responses -----------------------------------------------------
 
@@ -408,8 +415,8 @@ class Gateway:
         view = self._original_view(request)
         match = self.routes.match(view.method, view.path)
         if match is None:
-            if self.refuses_unscored(view):
-                return self.refusal(_new_id(), "")
+            if await self.refuses_unscored(view):
+                return self.refusal(new_request_id(), "")
             return Response(status_code=200)
         response = self.respond(await self.score(match, view), "", subrequest=True)
         assert response is not None  # subrequest answers are never None
@@ -430,7 +437,7 @@ class Gateway:
             with contextlib.suppress(ValueError):
                 score = float(request.headers.get(SCORE_HEADER, "0"))
         if not trusted or not _REQUEST_ID.fullmatch(request_id):
-            request_id = _new_id()
+            request_id = new_request_id()
         binding = self.binding(view, ValueReader(view, {}))
         return self._challenge(score, binding, request_id, request.headers.get("accept", ""),
                                view.method)
@@ -448,33 +455,6 @@ class Gateway:
             # Behind a TLS-terminating proxy the pass cookie must still be `Secure`.
             request = Request({**request.scope, "scheme": proto}, request.receive)
         return await self.challenges.verify(request, binding, time.time())
-
-
-def _new_id() -> str:
-    from riskgate.asgi import new_request_id  # asgi imports this module
-
-    return new_request_id()
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break  # the client went away; score what arrived
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise _BodyTooLarge
-        if not message.get("more_body", False):
-            break
-    return bytes(body)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -544,19 +524,18 @@ class RiskGateMiddleware:
             return
         match = gateway.routes.match(view.method, view.path)
         if match is None:
-            if gateway.refuses_unscored(view):
-                response = gateway.refusal(_new_id(), headers.get("accept", ""))
+            if await gateway.refuses_unscored(view):
+                response = gateway.refusal(new_request_id(), headers.get("accept", ""))
                 await response(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
         if match.needs_body:
             try:
-                body = await _read_body(receive, headers, self._limit)
-            except _BodyTooLarge:
-                response = JSONResponse(
-                    {"error": f"the body is larger than {self._limit} bytes", "field": None},
-                    status_code=413)
+                body = await read_body(receive, headers.get("content-length"), self._limit)
+            except InputError as error:
+                response = JSONResponse({"error": error.message, "field": error.field},
+                                        status_code=error.status)
                 await response(scope, receive, send)
                 return
             view = RequestView(view.method, view.path, view.query_string, headers,

@@ -38,7 +38,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Final
 
-from riskgate.decision import ACTIONS, Action
+from riskgate.decision import ACTIONS, RUNTIME_RULE_PREFIX, Action
 from riskgate.engine import Decision, Engine
 from riskgate.errors import Problem, SourceError
 from riskgate.event import EVENTS, OUTCOMES, EventName, Outcome
@@ -126,6 +126,9 @@ class ReplayReport:
     recorded_versions: Mapping[str, int] = field(default_factory=dict)
     #: Recorded decisions made without counters or a signal source; replay may differ.
     degraded: int = 0
+    #: Recorded decisions a runtime list entry took part in: live operations, not
+    #: policy, so replay rebuilds their counters but leaves them out of the comparison.
+    runtime_listed: int = 0
     #: Feedback lines naming a request the log has no decision for.
     orphan_feedback: int = 0
     skipped: int = 0
@@ -140,6 +143,7 @@ class ReplayReport:
             "decisions": self.decisions,
             "feedback": self.feedback,
             "degraded": self.degraded,
+            "runtime_listed": self.runtime_listed,
             "orphan_feedback": self.orphan_feedback,
             "skipped": {
                 "count": self.skipped,
@@ -170,6 +174,10 @@ class ReplayReport:
             lines.append(f"{self.degraded} recorded {_plural(self.degraded, 'decision')} "
                          "were degraded (made without counters or a signal source); "
                          "replay may differ on them whatever the rules")
+        if self.runtime_listed:
+            lines.append(f"{self.runtime_listed} recorded "
+                         f"{_plural(self.runtime_listed, 'decision')} involved runtime list "
+                         "entries, which replay does not apply; left out of the comparison")
         if self.orphan_feedback:
             lines.append(f"{self.orphan_feedback} feedback {_plural(self.orphan_feedback, 'line')}"
                          " name requests with no decision in the log; ignored")
@@ -312,7 +320,7 @@ async def replay(
     cell_samples: dict[tuple[EventName, Action, Action], list[str]] = {}
     hits: dict[str, list[int]] = {}  # rule -> [enforce before, after, shadow before, after]
     versions: Counter[str] = Counter()
-    decisions = feedback = degraded = orphans = 0
+    decisions = feedback = degraded = orphans = runtime_listed = 0
 
     def count_hits(rules: tuple[str, ...], slot: int) -> None:
         for rule in rules:
@@ -335,6 +343,9 @@ async def replay(
                                            entry.time)
         if result.outcome_keys:
             awaiting_outcomes[entry.request_id] = result
+        if any(rule.startswith(RUNTIME_RULE_PREFIX) for rule in entry.reasons):
+            runtime_listed += 1
+            continue
         after = result.verdict.decision
         cell = (entry.event, entry.decision, after)
         cells[cell] += 1
@@ -365,5 +376,6 @@ async def replay(
         log=str(path), rules_version=ruleset.version, decisions=decisions, feedback=feedback,
         table=table, changes=changes, rules=changed_rules,
         recorded_versions=dict(versions.most_common()), degraded=degraded,
-        orphan_feedback=orphans, skipped=skipped, first_skipped=first_skipped,
+        runtime_listed=runtime_listed, orphan_feedback=orphans, skipped=skipped,
+        first_skipped=first_skipped,
     )

@@ -41,7 +41,7 @@ from typing import Any, Final, Literal, get_args
 
 import yaml
 
-from riskgate.decision import ACTIONS, Action, Match, Thresholds, decide
+from riskgate.decision import ACTIONS, RUNTIME_RULE_PREFIX, Action, Match, Thresholds, decide
 from riskgate.errors import Problem, RuleSetError
 from riskgate.event import EVENTS, OUTCOMES, RiskEvent
 from riskgate.expr import (
@@ -613,6 +613,9 @@ class _Loader:
         elif not isinstance(rid, str) or not _RULE_ID.fullmatch(rid):
             self.err(f, m["id"], f"rule id `{rid}` may hold letters, digits and - _ . : only",
                      rid)
+        elif rid.startswith(RUNTIME_RULE_PREFIX):
+            self.err(f, m["id"], f"rule ids starting with `{RUNTIME_RULE_PREFIX}` are kept for "
+                                 "runtime list entries; rename the rule", rid)
         else:
             self.unique(f, m["id"], "rule id", rid)
         events = (self.names(f, m["events"], EVENTS, "`events`", "event", rid) if "events" in m
