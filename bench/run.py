@@ -14,7 +14,11 @@ What it does, all on 127.0.0.1 and cleaned up at the end (also on Ctrl-C or an e
    untimed audit run under ``MONITOR`` (the target: exactly 1, the EVALSHA), and
    ``INFO commandstats`` around every timed run (which also counts what scripts call);
 5. prints medians and the ratios against the targets of issue #2, runs the in-process
-   micro-benchmarks when they exist, and writes everything to bench/results/latest.json.
+   micro-benchmarks when they exist, and writes everything to bench/results/latest.json;
+6. with ``proxy`` among ``--servers`` (the default), measures the reverse proxy (issue #5):
+   a trivial upstream straight and through ``riskgate serve``, interleaved, first at full
+   speed, then both at a fixed rate of half the proxy's measured maximum, where the p99
+   overhead is held against the goal (see ``proxy_bench`` below).
 
 Exit status: 0 when every run completed without a non-2xx answer or socket error, 1 if
 not (including riskgate failing to start), 2 if the harness itself could not run. Missing
@@ -45,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import proxy_workload  # bench/proxy_workload.py
 import workload  # bench/workload.py; bench/ is on sys.path as the script's folder
 
 HERE = Path(__file__).resolve().parent
@@ -52,7 +57,10 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "latest.json"
 BIN = Path(sys.executable).parent
 SERVERS = ("bare", "limits", "riskgate")
-TARGETS = {"riskgate/bare": 0.5, "riskgate/limits": 1.3, "commands_per_decision": 1.0}
+#: The reverse-proxy measurement, selected with the decide servers in --servers.
+PROXY = "proxy"
+TARGETS = {"riskgate/bare": 0.5, "riskgate/limits": 1.3, "commands_per_decision": 1.0,
+           "proxy_p99_overhead_ms": 5.0}
 MICRO_BENCHES = ("rules_bench.py", "signals_bench.py")
 #: Other processes using more CPU than this during a run make its figures suspect.
 NOISY_CORES = 0.25
@@ -468,6 +476,328 @@ def measure(server: Server, args: argparse.Namespace, bodies_file: Path, redis: 
     return result
 
 
+# --- the reverse proxy (issue #5) ------------------------------------------------------
+#
+# The same trivial upstream (baselines.upstream_app) measured two ways in one run:
+# ``direct`` (wrk -> upstream) and ``through`` (wrk -> riskgate serve -> upstream), with
+# the request mix of proxy_workload.py replayed by proxy.lua. Phase 1 drives both flat
+# out at --proxy-connections; phase 2 sends both the same fixed rate, half the median
+# maximum of ``through``, where the goal is p99(through) - p99(direct) <= 5 ms. Runs are
+# interleaved within each phase, the order rotated every round, as for the decide bench.
+
+PROXY_TARGETS = ("direct", "through")
+#: Expected answers: 2xx, a failed login's 401 (the upstream's, passed on) and, through
+#: riskgate only, the 403 of a challenge or block. Anything else is an error.
+PROXY_STATUSES = {"direct": {200, 201, 401}, "through": {200, 201, 401, 403}}
+#: The proxy's Redis database: apart from the decide bench's (db 0) and limits' (db 1).
+PROXY_DB = 2
+#: A paced run that delivered less than this share of its target rate did not keep up.
+PACE_TOLERANCE = 0.97
+
+# CONTRACT §4's routes for the flows the workload sends (plus the other two, so the
+# matcher does its real work); GET / matches none and is forwarded unscored.
+PROXY_ROUTES = """\
+routes:
+  - {path: /api/register, method: POST, event: registration, account: body:email}
+  - {path: /api/login, method: POST, event: login, account: body:username,
+     failure_statuses: [401]}
+  - {path: "/api/promotions/{code}/redeem", method: POST, event: promotion,
+     account: header:X-Account-Id, attributes: {promo_code: path:code}}
+  - {path: /api/bookings, method: POST, event: booking, account: header:X-Account-Id,
+     attributes: {flight: body:flight, seats: body:seats}}
+"""
+
+
+@dataclass
+class ProxyTarget:
+    name: str
+    port: int
+    #: The processes serving this target: riskgate and the upstream for ``through``.
+    children: list[Child]
+    runs: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"max": [], "paced": []})
+
+
+def proxy_config(tmp: Path, redis_port: int, upstream_port: int, args: argparse.Namespace,
+                 ) -> Path:
+    config = tmp / "riskgate-proxy.yaml"
+    log = json.dumps(str(tmp / "proxy-decisions.jsonl")) if args.decision_log == "file" \
+        else "null"
+    # Every request comes from 127.0.0.1 with the client's address in X-Forwarded-For:
+    # trusting 127.0.0.1 for it is what makes per-IP counters see many clients.
+    config.write_text(
+        f"upstream: http://127.0.0.1:{upstream_port}\n"
+        "trusted_proxies: [127.0.0.1/32]\n"
+        f"store: redis://127.0.0.1:{redis_port}/{PROXY_DB}\n"
+        f"rules: {json.dumps(str(args.rules.resolve()))}\n"
+        f"secret: {os.urandom(16).hex()}\n"
+        f"decision_log: {log}\n"
+        "device_id: header:X-Device-Id\n" + PROXY_ROUTES,
+        encoding="utf-8")
+    return config
+
+
+def flush_proxy_db(redis_port: int) -> None:
+    """Empty the proxy's Redis database (SELECT and FLUSHDB on one connection).
+
+    Every ``through`` run starts from the same state: otherwise counters would carry the
+    earlier runs' requests and later runs would see more challenges (which skip the
+    upstream) than earlier ones, so the runs would not compare.
+    """
+    db = str(PROXY_DB)
+    payload = f"*2\r\n$6\r\nSELECT\r\n${len(db)}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n".encode()
+    with socket.create_connection(("127.0.0.1", redis_port), 2) as sock:
+        sock.sendall(payload)
+        data = b""
+        while data.count(b"\r\n") < 2:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    if data != b"+OK\r\n+OK\r\n":
+        raise BenchError(f"redis SELECT/FLUSHDB answered {data[:120]!r}")
+
+
+def decision_counts(port: int) -> dict[str, float]:
+    """riskgate's ``riskgate_decisions_total`` as ``{"event/decision": count}``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("riskgate_decisions_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            counts[f"{labels.get('event')}/{labels.get('decision')}"] = float(
+                line.rsplit(" ", 1)[1])
+    return counts
+
+
+def check_proxy(through_port: int, requests: list[tuple[str, str, list[tuple[str, str]], str]],
+                ) -> None:
+    """A few requests of the mix through riskgate: forwarded, and scored where routed."""
+    for method, path, headers, body in requests:
+        conn = http.client.HTTPConnection("127.0.0.1", through_port, timeout=5)
+        try:
+            conn.request(method, path, body or None, dict(headers))
+            response = conn.getresponse()
+            answer = response.read()
+        finally:
+            conn.close()
+        decision = response.getheader("x-riskgate-decision")
+        scored = path != "/"
+        if response.status not in PROXY_STATUSES["through"] or (scored and decision is None) \
+                or (not scored and decision is not None):
+            raise BenchError(f"riskgate answered {method} {path} with {response.status} "
+                             f"(decision header {decision!r}): {answer[:300]!r}")
+
+
+def run_proxy_wrk(port: int, duration: str, args: argparse.Namespace, requests_file: Path,
+                  rate: float | None = None) -> dict[str, Any]:
+    argv = ["wrk", "--threads", str(args.threads), "--connections", str(args.proxy_connections),
+            "--duration", duration, "--script", str(HERE / "proxy.lua"),
+            f"http://127.0.0.1:{port}/", "--", str(requests_file)]
+    if rate is not None:
+        argv.append(f"{rate / args.threads:.3f}")  # proxy.lua paces each thread alone
+    done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          timeout=seconds(duration) + 60)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed (status {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["socket_errors"] = sum(result[k] for k in
+                                  ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    if rate is not None:
+        result["target_rps"] = round(rate, 1)
+    return result
+
+
+def measure_proxy(target: ProxyTarget, phase: str, args: argparse.Namespace,
+                  requests_file: Path, redis: Child, redis_port: int, rate: float | None,
+                  ) -> dict[str, Any]:
+    through = target.name == "through"
+    if through:
+        flush_proxy_db(redis_port)
+        decisions_before = decision_counts(target.port)
+    processes = [*target.children, redis]
+    before = [c.cpu_seconds() for c in processes] + [busy_cpu_seconds(), time.monotonic()]
+    result = run_proxy_wrk(target.port, args.duration, args, requests_file, rate)
+    after = [c.cpu_seconds() for c in processes] + [busy_cpu_seconds(), time.monotonic()]
+    used = [a - b for a, b in zip(after, before, strict=True)]
+    *process_cpu, busy, wall = used
+    requests = max(result["requests"], 1)
+    for child, cpu in zip(processes, process_cpu, strict=True):
+        result[f"{child.name}_cpu_us_per_request"] = round(cpu * 1e6 / requests, 1)
+    # Everything but our servers and Redis (wrk included, unlike the decide bench: its
+    # CPU here is the same for both targets at the same rate).
+    result["other_cpu_cores"] = round((busy - sum(process_cpu)) / wall, 2)
+    if through:
+        time.sleep(0.5)  # let requests in flight when wrk stopped be counted
+        decisions_after = decision_counts(target.port)
+        result["decisions"] = {k: int(v - decisions_before.get(k, 0))
+                               for k, v in decisions_after.items()
+                               if v - decisions_before.get(k, 0)}
+    result["phase"] = phase
+    return result
+
+
+def proxy_problems(target: str, phase: str, round_: int, result: dict[str, Any]) -> list[str]:
+    found = []
+    unexpected = {status: n for status, n in result["statuses"].items()
+                  if int(status) not in PROXY_STATUSES[target]}
+    if unexpected or result["socket_errors"]:
+        found.append(f"proxy {target} {phase} run {round_ + 1}: unexpected statuses "
+                     f"{unexpected or 'none'}, {result['socket_errors']} socket errors "
+                     f"(connect/read/write/timeout)")
+    return found
+
+
+def proxy_bench(args: argparse.Namespace, tmp: Path, redis: Child, redis_port: int,
+                children: list[Child], problems: list[str]) -> dict[str, Any]:
+    """Both phases of the proxy measurement; returns the runs (summarized later)."""
+    requests_file = tmp / "proxy-requests.tsv"
+    requests = proxy_workload.write_requests(requests_file, args.proxy_requests)
+    upstream_port = free_port()
+    upstream = Child.start("upstream", uvicorn_argv("baselines:upstream_app", upstream_port),
+                           tmp / "upstream.log")
+    children.append(upstream)
+    upstream.wait_port(upstream_port)
+    gateway_port = free_port()
+    config = proxy_config(tmp, redis_port, upstream_port, args)
+    gateway = Child.start("riskgate", [
+        str(BIN / "riskgate"), "serve", "--config", str(config), "--host", "127.0.0.1",
+        "--port", str(gateway_port), "--workers", "1"], tmp / "riskgate-proxy.log")
+    children.append(gateway)
+    gateway.wait_port(gateway_port)
+    targets = {"direct": ProxyTarget("direct", upstream_port, [upstream]),
+               "through": ProxyTarget("through", gateway_port, [gateway, upstream])}
+    check_proxy(gateway_port, requests[:40])
+    print(f"bench: proxy: upstream on 127.0.0.1:{upstream_port}, riskgate serve on "
+          f"127.0.0.1:{gateway_port}; {len(requests)} requests "
+          f"(seed {proxy_workload.SEED}), {args.proxy_connections} connections", flush=True)
+    for target in targets.values():
+        warmup = run_proxy_wrk(target.port, args.warmup, args, requests_file)
+        for problem in proxy_problems(target.name, "warm-up", 0, warmup):
+            problems.append(problem)
+            print(f"!! {problem}", flush=True)
+
+    def phase(name: str, rate: float | None) -> None:
+        order = list(PROXY_TARGETS)
+        for round_ in range(args.runs):
+            for target_name in order[round_ % 2:] + order[:round_ % 2]:
+                target = targets[target_name]
+                quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
+                result = measure_proxy(target, name, args, requests_file, redis, redis_port,
+                                       rate)
+                result["load_before_cores"] = quiet
+                target.runs[name].append(result)
+                note = ""
+                for problem in proxy_problems(target_name, name, round_, result):
+                    problems.append(problem)
+                    note += f"  !! {problem}"
+                if rate is not None and result["rps"] < PACE_TOLERANCE * rate:
+                    note += f"  (fell behind the {rate:,.0f} req/s target)"
+                if result["other_cpu_cores"] > NOISY_CORES:
+                    note += (f"  (noisy: other processes used {result['other_cpu_cores']:.1f}"
+                             " cores)")
+                print(f"bench: proxy {name:<5} run {round_ + 1}/{args.runs} {target_name:<7} "
+                      f"{result['rps']:>9,.0f} req/s  p50 {result['p50_us'] / 1000:.2f} ms  "
+                      f"p99 {result['p99_us'] / 1000:.2f} ms{note}", flush=True)
+                for child in target.children:
+                    if child.proc.poll() is not None:
+                        raise BenchError(f"{child.name} died during the proxy run:\n"
+                                         f"{log_tail(child.log)}")
+
+    phase("max", None)
+    half = median(targets["through"].runs["max"], "rps") / 2
+    print(f"bench: proxy: paced runs at {half:,.0f} req/s, half the proxy's median maximum",
+          flush=True)
+    phase("paced", half)
+    for child in (gateway, upstream):
+        child.stop()
+    return {"rate": half, "runs": {name: t.runs for name, t in targets.items()}}
+
+
+def summarize_proxy(proxy: dict[str, Any]) -> dict[str, Any]:
+    runs = proxy["runs"]
+    summary: dict[str, Any] = {"paced_rate_rps": round(proxy["rate"], 1)}
+    for phase in ("max", "paced"):
+        rows = {}
+        for target in PROXY_TARGETS:
+            done = runs[target][phase]
+            if not done:
+                continue
+            row = {"rps": round(median(done, "rps"), 1), "p50_us": median(done, "p50_us"),
+                   "p99_us": median(done, "p99_us"),
+                   "runs_rps": [round(r["rps"], 1) for r in done],
+                   "runs_p99_us": [r["p99_us"] for r in done],
+                   "noisy_runs": sum(r["other_cpu_cores"] > NOISY_CORES for r in done)}
+            for key in ("riskgate_cpu_us_per_request", "upstream_cpu_us_per_request",
+                        "redis-server_cpu_us_per_request"):
+                if key in done[0]:
+                    row[key.replace("-server", "")] = median(done, key)
+            rows[target] = row
+        summary[phase] = rows
+    paced = summary["paced"]
+    if "direct" in paced and "through" in paced:
+        summary["p50_overhead_ms"] = round(
+            (paced["through"]["p50_us"] - paced["direct"]["p50_us"]) / 1000, 2)
+        summary["p99_overhead_ms"] = round(
+            (paced["through"]["p99_us"] - paced["direct"]["p99_us"]) / 1000, 2)
+        # Per round too (runs seconds apart), to see how steady the difference is.
+        summary["p99_overhead_ms per round"] = [
+            round((t["p99_us"] - d["p99_us"]) / 1000, 2) for t, d in
+            zip(runs["through"]["paced"], runs["direct"]["paced"], strict=True)]
+        summary["meets_goal"] = summary["p99_overhead_ms"] <= TARGETS["proxy_p99_overhead_ms"]
+    if summary["max"].get("through") and summary["max"].get("direct"):
+        summary["max_through/direct"] = round(
+            summary["max"]["through"]["rps"] / summary["max"]["direct"]["rps"], 3)
+    mix: dict[str, int] = {}
+    for result in runs["through"]["max"] + runs["through"]["paced"]:
+        for key, count in result.get("decisions", {}).items():
+            mix[key] = mix.get(key, 0) + count
+    by_decision: dict[str, int] = {}
+    for key, count in mix.items():
+        decision = key.rsplit("/", 1)[1]
+        by_decision[decision] = by_decision.get(decision, 0) + count
+    summary["decisions"] = dict(sorted(mix.items()))
+    summary["decision_shares"] = {d: round(n / max(sum(by_decision.values()), 1), 4)
+                                  for d, n in sorted(by_decision.items())}
+    return summary
+
+
+def print_proxy(summary: dict[str, Any]) -> None:
+    print()
+    print(f"proxy      {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'rg CPU µs':>10}   "
+          f"runs (req/s; p99 ms)")
+    for phase, title in (("max", "max"), ("paced", "paced")):
+        for target in PROXY_TARGETS:
+            row = summary[phase].get(target)
+            if row is None:
+                continue
+            cpu = row.get("riskgate_cpu_us_per_request")
+            runs = " ".join(f"{r:,.0f}" for r in row["runs_rps"])
+            p99s = " ".join(f"{p / 1000:.1f}" for p in row["runs_p99_us"])
+            print(f"{title:<5} {target:<7} {row['rps']:>8,.0f} {row['p50_us'] / 1000:>8.2f} "
+                  f"{row['p99_us'] / 1000:>8.2f} {'' if cpu is None else f'{cpu:.0f}':>10}   "
+                  f"{runs}; {p99s}" + ("  *" if row["noisy_runs"] else ""))
+    if "max_through/direct" in summary:
+        print(f"max throughput through/direct {summary['max_through/direct']:.3f}")
+    if "p99_overhead_ms" in summary:
+        goal = TARGETS["proxy_p99_overhead_ms"]
+        rounds = " ".join(f"{v:.2f}" for v in summary["p99_overhead_ms per round"])
+        print(f"at {summary['paced_rate_rps']:,.0f} req/s (half the proxy's max): p99 overhead "
+              f"{summary['p99_overhead_ms']:.2f} ms  goal ≤ {goal:g} ms  "
+              f"{'meets' if summary['meets_goal'] else 'MISSES'}   (per round: {rounds}); "
+              f"p50 overhead {summary['p50_overhead_ms']:.2f} ms")
+    shares = ", ".join(f"{d} {s:.1%}" for d, s in summary["decision_shares"].items())
+    print(f"proxy decisions (riskgate_decisions_total, all through runs): {shares or 'none'}")
+    print("  " + ", ".join(f"{k}={v}" for k, v in summary["decisions"].items()))
+
+
 # --- micro-benchmarks ----------------------------------------------------------------
 
 
@@ -538,6 +868,10 @@ def summarize(servers: dict[str, Server], audits: dict[str, dict[str, Any]]) -> 
 def print_report(summary: dict[str, Any], servers: dict[str, Server],
                  audits: dict[str, dict[str, Any]], problems: list[str], micro: dict[str, str],
                  ) -> None:
+    if not servers:
+        for script, line in micro.items():
+            print(f"{script}: {line}")
+        return
     print()
     print(f"{'server':<10} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'CPU µs/req':>11} {'resp B':>7}   runs (req/s)")
@@ -614,8 +948,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--runs", type=int, default=3, help="measured runs per server")
-    parser.add_argument("--servers", default=",".join(SERVERS),
-                        help="comma-separated subset of " + ",".join(SERVERS))
+    parser.add_argument("--servers", default=",".join((*SERVERS, PROXY)),
+                        help="comma-separated subset of " + ",".join((*SERVERS, PROXY))
+                             + f" ({PROXY}: the reverse proxy against its upstream)")
+    parser.add_argument("--proxy-connections", type=int, default=64,
+                        help="wrk connections for the proxy measurement (both phases)")
+    parser.add_argument("--proxy-requests", type=int, default=30000,
+                        help="distinct requests in the proxy workload")
     parser.add_argument("--bodies", type=int, default=20000, help="distinct request bodies")
     parser.add_argument("--limits-client", choices=("redispy", "coredis"), default="redispy",
                         help="Redis client inside the limits library (redispy is faster here)")
@@ -633,7 +972,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     seconds(args.duration), seconds(args.warmup)  # validate early
     args.servers = [s for s in args.servers.split(",") if s]
-    if unknown := set(args.servers) - set(SERVERS):
+    if unknown := set(args.servers) - {*SERVERS, PROXY}:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     return args
 
@@ -663,6 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
     children: list[Child] = []
     servers: dict[str, Server] = {}
     audits: dict[str, dict[str, Any]] = {}
+    proxy: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="riskgate-bench-") as tmp_name, stopping(children):
         tmp = Path(tmp_name)
         bodies_file = tmp / "bodies.jsonl"
@@ -673,7 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(seed {workload.SEED}); wrk {args.threads} thread(s), {args.connections} "
               f"connections, {args.warmup} warm-up, {args.runs} x {args.duration} per server; "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
-        for name in args.servers:
+        for name in [s for s in args.servers if s in SERVERS]:
             server = None
             try:
                 server = start_server(name, tmp, redis_port, args)
@@ -718,12 +1058,26 @@ def main(argv: list[str] | None = None) -> int:
                       f"p99 {result['p99_us'] / 1000:.2f} ms{note}", flush=True)
                 if server.child.proc.poll() is not None:
                     raise BenchError(f"{name} died during the run:\n{log_tail(server.child.log)}")
+        # The decide servers are done: stopped, they cannot disturb the proxy runs.
+        for server in servers.values():
+            server.child.stop()
+        if PROXY in args.servers:
+            try:
+                proxy = proxy_bench(args, tmp, redis, redis_port, children, problems)
+            except (BenchError, OSError) as exc:
+                problems.append(f"the proxy could not be measured: {exc}")
+                print("!! the proxy could not be measured (why: at the end)", flush=True)
         for child in reversed(children):
             child.stop()
 
     micro = {} if args.no_micro else micro_benches()
     summary = summarize(servers, audits)
-    print_report(summary, servers, audits, problems, micro)
+    proxy_summary = summarize_proxy(proxy) if proxy is not None else None
+    print_report(summary, servers, audits, [], micro)
+    if proxy_summary is not None:
+        print_proxy(proxy_summary)
+    for problem in problems:
+        print(f"!! {problem}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -735,6 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {name: server.runs for name, server in servers.items()},
         "command_audit": audits,
         "micro": micro,
+        "proxy": None if proxy is None else {"summary": proxy_summary, **proxy},
         "problems": problems,
     }, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"results: {RESULTS.relative_to(ROOT)}")

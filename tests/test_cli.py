@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 import riskgate
+from riskgate.demo import demo_upstream
 from support import riskgate_serve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,3 +88,30 @@ def test_serve_answers_the_decision_api_over_http(served: str) -> None:
     assert httpx.get(f"{served}/readyz").status_code == 200
     metrics = httpx.get(f"{served}/metrics").text
     assert 'riskgate_decisions_total{decision="' in metrics
+
+
+
+def test_serve_as_a_proxy_passes_the_upstreams_date_and_server_headers_once(
+    tmp_path: Path,
+) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # handed to the server: no race for the port
+    upstream = uvicorn.Server(uvicorn.Config(demo_upstream(), log_level="warning"))
+    thread = threading.Thread(target=upstream.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "none.yaml").write_text("rules: []\n")  # every request allowed
+    config = tmp_path / "riskgate.yaml"
+    config.write_text(
+        f"secret: {SECRET}\ndecision_log: null\n"
+        f"upstream: http://127.0.0.1:{sock.getsockname()[1]}\n"
+        "routes:\n  - {path: /api/bookings, method: POST, event: booking}\n")
+    try:
+        with riskgate_serve(config) as (base, _):
+            response = httpx.post(f"{base}/api/bookings", json={"flight": "CA1234"})
+        assert (response.status_code, response.headers["x-riskgate-decision"]) == (201, "allow")
+        assert len(response.headers.get_list("date")) == 1
+        assert response.headers.get_list("server") == ["uvicorn"]  # the upstream's
+    finally:
+        upstream.should_exit = True
+        thread.join(timeout=10)

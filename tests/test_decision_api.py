@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from riskgate.asgi import create_app
 from riskgate.config import Config, GeoIPPaths
-from support import free_port
+from support import free_port, write_rules
 
 SECRET = "decision-api-test-secret"
 
@@ -43,10 +43,7 @@ rules:
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    (folder / "login.yaml").write_text(RULES)
-    return folder
+    return write_rules(tmp_path, RULES, "login.yaml")
 
 
 def make_client(store: str, rules: Path, log: Path, **options: int) -> TestClient:

@@ -43,7 +43,7 @@ from riskgate.asgi import create_app
 from riskgate.challenge import PASS_COOKIE, solve
 from riskgate.config import Config, Route, ValueSource
 from riskgate.gateway import RiskGateMiddleware
-from support import free_port, stop_process
+from support import free_port, stop_process, write_rules
 
 SECRET = "gateway-test-secret-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,10 +263,7 @@ WITH_BODIES = ("proxy", "middleware", "middleware-server")  # nginx subrequests 
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    (folder / "gateway.yaml").write_text(RULES)
-    return folder
+    return write_rules(tmp_path, RULES, "gateway.yaml")
 
 
 def base_config(rules: Path, **overrides: Any) -> Config:

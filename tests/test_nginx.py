@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from riskgate.asgi import create_app
 from riskgate.challenge import Challenges
 from riskgate.store import MemoryStore
+from support import write_rules
 from test_gateway import (
     BLOCKED_IP,
     BLOCKED_UA,
@@ -40,10 +41,7 @@ ORIGINAL = {"x-original-uri": "/api/promotions/SPRING/redeem?ref=mail",
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    (folder / "gateway.yaml").write_text(RULES)
-    return folder
+    return write_rules(tmp_path, RULES, "gateway.yaml")
 
 
 def auth_client(rules: Path, peer: str, trusted: str | None) -> TestClient:

@@ -29,6 +29,7 @@ from riskgate.rules import load_ruleset
 from riskgate.runtime_lists import RuntimeLists
 from riskgate.signals import Keyer, SignalExtractor
 from riskgate.store import Store, open_store
+from support import write_rules
 
 SECRET = "runtime-lists-test-secret-0123"
 TOKEN = "admin-token-for-tests"
@@ -54,10 +55,7 @@ rules:
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    (folder / "lists.yaml").write_text(RULES)
-    return folder
+    return write_rules(tmp_path, RULES, "lists.yaml")
 
 
 @pytest.fixture

@@ -51,9 +51,12 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     # proxy_headers=False: riskgate applies trusted_proxies itself (CONTRACT §3);
     # uvicorn's own handling would trust X-Forwarded-For from 127.0.0.1 before we look.
+    # As a reverse proxy, the upstream's Date and Server headers pass through unchanged
+    # (CONTRACT §3); uvicorn adding its own would send each twice.
+    own_headers = config.upstream is None
     uvicorn.run("riskgate.asgi:create_app_from_env", factory=True, host=args.host,
                 port=args.port, workers=args.workers, access_log=False, log_level="info",
-                proxy_headers=False)
+                proxy_headers=False, server_header=own_headers, date_header=own_headers)
     return EXIT_OK
 
 

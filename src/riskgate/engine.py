@@ -113,6 +113,28 @@ class CounterPlanner:
         value = facts.get(counter.distinct_fact)
         return None if value is None or value == "" else str(value)
 
+    def ops_for(
+        self, ruleset: RuleSet, event: str, facts: Mapping[str, Any]
+    ) -> tuple[list[Op], list[str], dict[str, tuple[str, str | None]]]:
+        """A decision's counter ops, the counter name of each, and the keys outcomes feed.
+
+        Counters fed by outcomes (failed logins) are only read by decisions; their keys
+        are handed back so that a later outcome can update the very same counters.
+        """
+        ops: list[Op] = []
+        names: list[str] = []
+        outcome_keys: dict[str, tuple[str, str | None]] = {}
+        for counter in self.plan(ruleset, event):
+            key = self.key(counter, facts)
+            if key is None:
+                continue
+            member = self.member(counter, facts)
+            ops.append(self.op(counter, key, member, update=not counter.outcomes))
+            names.append(counter.name)
+            if counter.outcomes:
+                outcome_keys[counter.name] = (key, member)
+        return ops, names, outcome_keys
+
     @staticmethod
     def op(counter: PlannedCounter, key: str, member: str | None, *, update: bool) -> Op:
         if counter.distinct:
@@ -149,41 +171,29 @@ class Engine:
                                        degraded=self._signals.degraded, started=started)
 
     async def decide_facts(
-        self, request_id: str, event: EventName, facts: Mapping[str, Any], now: float, *,
+        self, request_id: str, event: EventName, facts: dict[str, Any], now: float, *,
         degraded: bool = False, started: float | None = None,
     ) -> Decision:
         """Decide from facts already extracted: counters → rules → decision → log.
 
         :meth:`decide` ends here after extracting signals, and ``riskgate replay`` calls
         it with the facts a decision log recorded, so a replayed decision runs the same
-        code as a live one. ``now`` (the event's time) drives counter windows and rule
-        expiry; ``started`` is when timing began, for the latency metric.
+        code as a live one. ``facts`` gains the store-backed signals (history.py) in
+        place. ``now`` (the event's time) drives counter windows and rule expiry;
+        ``started`` is when timing began, for the latency metric.
         """
         started = time.perf_counter() if started is None else started
         ruleset = self.ruleset  # one set for the whole request, whatever a reload does
-        ops: list[Op] = []
-        names: list[str] = []
-        outcome_keys: dict[str, tuple[str, str | None]] = {}
-        for counter in self._planner.plan(ruleset, event):
-            key = self._planner.key(counter, facts)
-            if key is None:
-                continue
-            member = self._planner.member(counter, facts)
-            # Feedback-fed counters (failed logins) are only read by decisions; the
-            # record remembers their keys so feedback can update them later.
-            fed_by_outcomes = bool(counter.outcomes)
-            ops.append(self._planner.op(counter, key, member, update=not fed_by_outcomes))
-            names.append(counter.name)
-            if fed_by_outcomes:
-                outcome_keys[counter.name] = (key, member)
+        # Everything the decision needs from the store goes in one batch, in this order:
+        # counters, history, the feedback record, the runtime lists' version.
+        ops, names, outcome_keys = self._planner.ops_for(ruleset, event, facts)
         remembered = history_ops(event, facts, now)
         ops.extend(op for _, op in remembered)
-        record = {"event": event, "counters": outcome_keys}
-        ops.append(Put(_record_key(request_id), orjson.dumps(record).decode(),
-                       self._feedback_ttl_ms))
+        record = orjson.dumps({"event": event, "counters": outcome_keys}).decode()
+        ops.append(Put(_record_key(request_id), record, self._feedback_ttl_ms))
         lists = self.runtime_lists
         if lists is not None:
-            ops.append(lists.version_op())  # last: rides in this batch, no round trip of its own
+            ops.append(lists.version_op())
         listed: list[Match] = []
         counters: dict[str, float] = {}
         remembered_results: list[Result] | None = None
@@ -204,32 +214,25 @@ class Engine:
                     logger.warning("deciding %s without runtime lists: %s", request_id, exc)
                 else:
                     listed = lists.matches(facts, now)
-        facts = {**facts, **history_facts([name for name, _ in remembered], remembered_results,
-                                          facts, now)}
+        facts.update(history_facts([name for name, _ in remembered], remembered_results,
+                                   facts, now))
         matches = ruleset.evaluate(event, facts, counters, now=now)
         verdict = decide([*matches, *listed], ruleset.thresholds_for(event))
         elapsed = time.perf_counter() - started
         metrics.count_decision(event, verdict.decision, elapsed,
                                [*matches, *map(for_metrics, listed)], degraded)
         if self._log is not None:
-            self._log.write(
-                {
-                    "type": "decision",
-                    "request_id": request_id,
-                    "time": now,
-                    "event": event,
-                    "decision": verdict.decision,
-                    "score": verdict.score,
-                    "reasons": [m.rule for m in verdict.reasons],
-                    "shadow": [m.rule for m in verdict.shadow],
-                    "latency_ms": round(elapsed * 1000, 3),
-                    "degraded": degraded,
-                    "rules_version": ruleset.version,
-                    # Unknown facts are left out: replay reads a missing fact as None.
-                    "facts": {name: value for name, value in facts.items() if value is not None},
-                    "counters": counters,
-                }
-            )
+            self._log.write({
+                "type": "decision", "request_id": request_id, "time": now, "event": event,
+                "decision": verdict.decision, "score": verdict.score,
+                "reasons": [m.rule for m in verdict.reasons],
+                "shadow": [m.rule for m in verdict.shadow],
+                "latency_ms": round(elapsed * 1000, 3), "degraded": degraded,
+                "rules_version": ruleset.version,
+                # Unknown facts are left out: replay reads a missing fact as None.
+                "facts": {name: value for name, value in facts.items() if value is not None},
+                "counters": counters,
+            })
         return Decision(request_id, event, verdict, degraded, counters, outcome_keys)
 
     async def feedback(self, request_id: str, outcome: Outcome, now: float) -> bool:

@@ -339,7 +339,7 @@ async def replay(
         seen.add(entry.request_id)
         versions[entry.rules_version or "unknown"] += 1
         degraded += entry.degraded
-        result = await engine.decide_facts(entry.request_id, entry.event, entry.facts,
+        result = await engine.decide_facts(entry.request_id, entry.event, dict(entry.facts),
                                            entry.time)
         if result.outcome_keys:
             awaiting_outcomes[entry.request_id] = result
