@@ -316,22 +316,27 @@ def seconds(duration: str) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
-def run_wrk(port: int, duration: str, args: argparse.Namespace, bodies_file: Path,
-            ) -> dict[str, Any]:
-    argv = ["wrk", "--threads", str(args.threads), "--connections", str(args.connections),
-            "--duration", duration, "--script", str(HERE / "decide.lua"),
-            f"http://127.0.0.1:{port}/v1/decide", "--", str(bodies_file)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False,
+def wrk(argv: list[str], duration: str) -> dict[str, Any]:
+    """Run wrk with one of our Lua scripts; its BENCH_JSON summary, with rates added."""
+    done = subprocess.run(["wrk", *argv], capture_output=True, text=True, check=False,
                           timeout=seconds(duration) + 60)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed (status {done.returncode}):\n{done.stdout}\n{done.stderr}")
     result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    # Status line + headers + body: shows the peers answer as much as riskgate does.
-    result["bytes_per_response"] = round(result["bytes"] / max(result["requests"], 1), 1)
     result["socket_errors"] = sum(result[k] for k in
                                   ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    return result
+
+
+def run_wrk(port: int, duration: str, args: argparse.Namespace, bodies_file: Path,
+            ) -> dict[str, Any]:
+    result = wrk(["--threads", str(args.threads), "--connections", str(args.connections),
+                  "--duration", duration, "--script", str(HERE / "decide.lua"),
+                  f"http://127.0.0.1:{port}/v1/decide", "--", str(bodies_file)], duration)
+    # Status line + headers + body: shows the peers answer as much as riskgate does.
+    result["bytes_per_response"] = round(result["bytes"] / max(result["requests"], 1), 1)
     return result
 
 
@@ -596,20 +601,12 @@ def check_proxy(through_port: int, requests: list[tuple[str, str, list[tuple[str
 
 def run_proxy_wrk(port: int, duration: str, args: argparse.Namespace, requests_file: Path,
                   rate: float | None = None) -> dict[str, Any]:
-    argv = ["wrk", "--threads", str(args.threads), "--connections", str(args.proxy_connections),
+    argv = ["--threads", str(args.threads), "--connections", str(args.proxy_connections),
             "--duration", duration, "--script", str(HERE / "proxy.lua"),
             f"http://127.0.0.1:{port}/", "--", str(requests_file)]
     if rate is not None:
         argv.append(f"{rate / args.threads:.3f}")  # proxy.lua paces each thread alone
-    done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          timeout=seconds(duration) + 60)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise BenchError(f"wrk failed (status {done.returncode}):\n{done.stdout}\n{done.stderr}")
-    result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["socket_errors"] = sum(result[k] for k in
-                                  ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    result = wrk(argv, duration)
     if rate is not None:
         result["target_rps"] = round(rate, 1)
     return result
