@@ -69,6 +69,6 @@ def riskgate_serve(config: Path, env: dict[str, str] | None = None
 def write_rules(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
     """A rules folder under ``tmp_path`` holding one rule file; the folder's path."""
     folder = tmp_path / "rules"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
     return folder

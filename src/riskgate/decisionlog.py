@@ -27,6 +27,7 @@ from riskgate import metrics
 logger = logging.getLogger(__name__)
 
 _STOP: Final = object()
+_BATCH_LINES: Final = 64
 
 
 class DecisionLog:
@@ -69,8 +70,10 @@ class DecisionLog:
             if entry is _STOP:
                 break
             lines = [entry]
-            # Drain what has piled up so one flush serves a burst of decisions.
-            while len(lines) < 1000:
+            # Drain what has piled up so one write serves a burst of decisions, but in
+            # small batches: encoding holds the GIL, and the write between batches is
+            # where the event loop gets it back, so a backlog cannot stall requests.
+            while len(lines) < _BATCH_LINES:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:

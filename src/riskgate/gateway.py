@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from riskgate.challenge import PASS_COOKIE, VERIFY_PATH, Challenges, ClientBinding
+from riskgate.challenge import PASS_COOKIE, VERIFY_PATH, Challenges, ClientBinding, wants_html
 from riskgate.config import Config, IPNetwork, Route, ValueSource
 from riskgate.engine import Decision, Engine
 from riskgate.errors import InputError, StoreError
@@ -255,10 +255,6 @@ support and quote this reference:</p>
 """
 
 
-def _accepts_html(accept: str) -> bool:
-    return "text/html" in accept.lower()
-
-
 class Gateway:
     """Everything the three gateway modes share; built once per process."""
 
@@ -336,7 +332,7 @@ class Gateway:
     def refusal(self, request_id: str, accept: str) -> Response:
         """The 403 of a block: a page naming the request id, or JSON for API clients."""
         headers = self.decision_headers("block", request_id)
-        if _accepts_html(accept):
+        if wants_html(accept):
             page = _BLOCK_PAGE.format(request_id=html.escape(request_id))
             return HTMLResponse(page, status_code=403, headers=headers)
         return JSONResponse({"decision": "block", "request_id": request_id,
