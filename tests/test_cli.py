@@ -115,3 +115,24 @@ def test_serve_as_a_proxy_passes_the_upstreams_date_and_server_headers_once(
     finally:
         upstream.should_exit = True
         thread.join(timeout=10)
+
+
+def test_serve_with_an_empty_config_file_names_the_missing_secret(tmp_path: Path) -> None:
+    config = tmp_path / "riskgate.yaml"
+    config.write_text("# nothing yet\n")
+    result = riskgate_cli("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr == (f"riskgate: {config}: `secret` is missing; set `secret: "
+                             "${RISKGATE_SECRET}` and export a random value of at least 16 "
+                             "characters\n")
+
+
+def test_replay_of_a_file_that_is_no_decision_log_exits_non_zero_with_one_line(
+    tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    log.write_text("GET / HTTP/1.1 200\nGET /x HTTP/1.1 404\n")
+    result = riskgate_cli("replay", str(log), "--rules", str(REPO / "rules"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"riskgate: {log}: not a decision log: none of its 2 lines could "
+                             "be read (line 1: not JSON)\n")

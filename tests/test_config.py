@@ -60,6 +60,8 @@ def test_only_the_secret_is_required(tmp_path: Path) -> None:
         (f"secret: {SECRET}\nmax_body_bytes: lots\n",
          "2:17: max_body_bytes must be a whole number, not `lots`"),
         (f"secret: {SECRET}\nmax_body_bytes: 0\n", "2:17: max_body_bytes must be positive"),
+        (f"secret: {SECRET}\nchallenge_status: 200\n",
+         "2:19: challenge_status must be a 4xx status such as 403 or 429, not 200"),
         (f"secret: {SECRET}\ntrusted_proxies: [10.0.0.300/8]\n",
          "2:19: trusted_proxies: `10.0.0.300/8` is not an IP network such as 10.0.0.0/8 or "
          "::1/128"),

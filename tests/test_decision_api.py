@@ -194,6 +194,53 @@ def test_bad_input_is_a_400_naming_the_field(
     assert response.json() == {"error": error, "field": field}
 
 
+SURROGATE_ERROR = ("holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
+                   "valid Unicode; send the text as UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"event": "login", "ip": "198.51.100.7", "account": "\\ud800"}', "account"),
+        (b'{"event": "login", "ip": "198.51.100.7", "device_id": "d\\udc00"}', "device_id"),
+        (b'{"event": "login", "ip": "198.51.100.7", "user_agent": "\\uDBFF"}', "user_agent"),
+        (b'{"event": "\\ud800", "ip": "198.51.100.7"}', "event"),
+        (b'{"event": "login", "ip": "198.51.100.7", "headers": {"x\\ud800": "v"}}',
+         "headers.x\\ud800"),
+        (b'{"\\udc00": 1}', "\\udc00"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_a_400_naming_the_field_not_a_500(
+    client: TestClient, body: bytes, field: str
+) -> None:
+    response = client.post("/v1/decide", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == {"error": f"`{field}` {SURROGATE_ERROR}", "field": field}
+
+
+def test_a_valid_surrogate_pair_escape_is_decided(client: TestClient) -> None:
+    response = client.post("/v1/decide", content=b'{"event": "login", "ip": "198.51.100.7", '
+                           b'"account": "\\ud83d\\ude00@example.com"}')
+    assert (response.status_code, response.json()["decision"]) == (200, "allow")
+
+
+def test_an_attribute_integer_past_64_bits_is_a_400_and_never_costs_a_log_line(
+    client: TestClient, tmp_path: Path
+) -> None:
+    response = client.post("/v1/decide", content=b'{"event": "booking", "ip": "198.51.100.7", '
+                           b'"attributes": {"seats": 123456789012345678901234567890}}')
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "attribute `seats` is out of range: integers must fit in 64 bits",
+        "field": "attributes.seats"}
+    answer = decide(client, event="booking", ip="198.51.100.7",
+                    attributes={"seats": 2**64 - 1})
+    client.__exit__(None, None, None)
+    lines = [json.loads(raw) for raw in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == [answer["request_id"]]
+
+
 def test_a_body_over_max_body_bytes_is_a_413(client: TestClient) -> None:
     body = json.dumps({"event": "login", "ip": "198.51.100.7", "attributes": {"x": "a" * 5000}})
     response = client.post("/v1/decide", content=body)

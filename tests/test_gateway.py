@@ -420,6 +420,19 @@ def test_three_refused_logins_block_the_account(
 
 
 @pytest.mark.parametrize("mode", WITH_BODIES)
+def test_a_lone_surrogate_in_a_json_body_is_scored_not_a_500(
+    mode: str, tmp_path: Path, rules_dir: Path
+) -> None:
+    with gateway(mode, tmp_path, rules_dir) as client:
+        response = client.request(
+            "POST", "/api/login", headers={"user-agent": BROWSER_UA,
+                                           "content-type": "application/json"},
+            content=b'{"username": "al\\ud800ice@example.com", "password": "right"}')
+    assert response.status_code == 200
+    assert response.headers["x-riskgate-decision"] == "allow"
+
+
+@pytest.mark.parametrize("mode", WITH_BODIES)
 def test_a_successful_login_counts_no_failure(
     mode: str, tmp_path: Path, rules_dir: Path
 ) -> None:

@@ -133,6 +133,11 @@ def _replay(args: argparse.Namespace) -> int:
     from riskgate.rules import load_ruleset
 
     report = asyncio.run(replay(args.log, load_ruleset(args.rules), samples=args.samples))
+    if report.skipped and not report.decisions and not report.feedback and report.first_skipped:
+        line, reason = report.first_skipped
+        print(f"riskgate: {args.log}: not a decision log: none of its {report.skipped} lines "
+              f"could be read (line {line}: {reason})", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(json.dumps(report.to_json(), indent=2) if args.json else report)
     return EXIT_OK
 

@@ -130,8 +130,9 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def problem(self, node: yaml.Node, message: str) -> None:
-        mark = node.start_mark
-        self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, message))
+        mark = node.start_mark  # None on the empty mapping an empty file stands for
+        self.problems.append(Problem(self.file, mark.line + 1 if mark else None,
+                                     mark.column + 1 if mark else None, message))
 
     def scalar(self, node: yaml.Node, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -353,6 +354,10 @@ def load_config(path: str | Path) -> Config:
             number = check.typed(node, key, int, "a whole number")
             if number is not None and number <= 0:
                 check.problem(node, f"{key} must be positive")
+            elif key == "challenge_status" and number is not None and not 400 <= number <= 499:
+                # A 2xx or 3xx would tell clients (and caches) the request went through.
+                check.problem(node, f"challenge_status must be a 4xx status such as 403 or "
+                                    f"429, not {number}")
             values[key] = number
         elif key == "watch_rules":
             values[key] = check.typed(node, key, bool, "true or false")

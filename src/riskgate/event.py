@@ -11,6 +11,7 @@ import difflib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
@@ -147,11 +148,49 @@ def _attributes(value: Any) -> dict[str, Any]:
                 f"attribute `{name}` must be a string, number, boolean or null",
                 f"attributes.{name}",
             )
+        if isinstance(attribute, int) and not fits_64_bits(attribute):
+            raise InputError(f"attribute `{name}` is out of range: integers must fit in 64 bits",
+                             f"attributes.{name}")
     return dict(value)
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+#: A ``\\uD800``-``\\uDFFF`` escape: JSON can spell a lone UTF-16 surrogate, which decodes
+#: to a ``str`` that cannot be encoded (hashed, stored, logged or answered) as UTF-8.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def fits_64_bits(number: int) -> bool:
+    """Whether an integer fits the signed or unsigned 64 bits a log line can hold."""
+    return -(2**63) <= number <= 2**64 - 1
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (a lone surrogate does not)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate_path(value: Any, path: str) -> str | None:
+    """The JSON path of the first string (key or value) holding a lone surrogate."""
+    if isinstance(value, str):
+        return None if encodable(value) else path
+    items: Any = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        name = str(key)
+        if not encodable(name):
+            return f"{path}.{name}" if path else name
+        found = _lone_surrogate_path(item, f"{path}.{name}" if path else name)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -162,6 +201,13 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise InputError("the body is not valid JSON", None) from None
     if not isinstance(payload, dict):
         raise InputError("the body must be a JSON object", None)
+    if _SURROGATE_ESCAPE.search(body):
+        found = _lone_surrogate_path(payload, "")
+        if found is not None:
+            field_path = found.encode("utf-8", "backslashreplace").decode()
+            raise InputError(
+                f"`{field_path}` holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+                "which is not valid Unicode; send the text as UTF-8", field_path)
     return payload
 
 

@@ -38,7 +38,15 @@ from riskgate.challenge import PASS_COOKIE, VERIFY_PATH, Challenges, ClientBindi
 from riskgate.config import Config, IPNetwork, Route, ValueSource
 from riskgate.engine import Decision, Engine
 from riskgate.errors import InputError, StoreError
-from riskgate.event import IPAddress, RiskEvent, new_request_id, parse_ip, read_body
+from riskgate.event import (
+    IPAddress,
+    RiskEvent,
+    encodable,
+    fits_64_bits,
+    new_request_id,
+    parse_ip,
+    read_body,
+)
 from riskgate.signals import Keyer, ip_prefix
 
 logger = logging.getLogger(__name__)
@@ -163,9 +171,27 @@ class TrustedProxies:
         return client  # every hop is a trusted proxy: the left-most is the client
 
 
+#: What is left of a UTF-16 surrogate after decoding: json.loads joins the valid pairs.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _field_value(value: Any) -> Any:
-    """A body value usable as an account or attribute: a scalar, else nothing."""
-    if isinstance(value, (str, int, float, bool)):
+    """A body value usable as an account or attribute: a scalar, else nothing.
+
+    A JSON string may hold lone surrogates (a ``\\ud800`` escape), which cannot be
+    hashed, stored or logged as UTF-8: they become U+FFFD. An integer past 64 bits is
+    dropped.
+
+    >>> _field_value("a" + chr(0xD800) + "b") == "a" + chr(0xFFFD) + "b"
+    True
+    >>> _field_value(2**64), _field_value(7), _field_value([1])
+    (None, 7, None)
+    """
+    if isinstance(value, str):
+        return value if encodable(value) else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if fits_64_bits(value) else None
+    if isinstance(value, (float, bool)):
         return value
     return None
 
