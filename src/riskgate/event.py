@@ -193,10 +193,15 @@ def _lone_surrogate_path(value: Any, path: str) -> str | None:
     return None
 
 
+#: Built once: ``json.loads`` with options builds a new decoder on every call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Decode a request body that must be one JSON object, or raise InputError."""
     try:
-        payload = json.loads(body, parse_constant=_reject_constant)
+        # RFC 8259: JSON between systems is UTF-8; bytes that are not raise ValueError.
+        payload = _DECODER.decode(body.decode("utf-8"))
     except (ValueError, RecursionError):
         raise InputError("the body is not valid JSON", None) from None
     if not isinstance(payload, dict):
