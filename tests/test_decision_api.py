@@ -328,3 +328,9 @@ def test_a_broken_geoip_database_degrades_decisions_instead_of_failing_them(
         assert (answer["decision"], answer["degraded"]) == ("allow", True)
     assert any(str(broken) in record.getMessage() and record.levelname == "WARNING"
                for record in caplog.records)
+
+
+def test_the_decision_api_takes_post_only(client: TestClient) -> None:
+    response = client.get("/v1/decide")
+    assert (response.status_code, response.headers["allow"]) == (405, "POST")
+    assert response.json() == {"error": "POST a JSON body to /v1/decide", "field": None}

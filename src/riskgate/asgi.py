@@ -206,7 +206,7 @@ class DecisionAPI:
         self._service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/decide" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != "/v1/decide":
             await self.app(scope, receive, send)
             return
         service = self._service()
@@ -215,8 +215,13 @@ class DecisionAPI:
             if name == b"content-length":
                 content_length = value.decode("latin-1")
         status = 200
+        headers = _JSON_HEADERS
         try:
-            if service is None:
+            if scope["method"] != "POST":
+                status, headers = 405, [*_JSON_HEADERS, (b"allow", b"POST")]
+                answer = orjson.dumps({"error": "POST a JSON body to /v1/decide",
+                                       "field": None})
+            elif service is None:
                 status, answer = 503, orjson.dumps({"error": "riskgate is starting"})
             else:
                 body = await read_body(receive, content_length, service.config.max_body_bytes)
@@ -225,7 +230,7 @@ class DecisionAPI:
             status = error.status
             answer = orjson.dumps({"error": error.message, "field": error.field})
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(answer))]})
+                    "headers": [*headers, (b"content-length", b"%d" % len(answer))]})
         await send({"type": "http.response.body", "body": answer})
 
 
