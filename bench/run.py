@@ -316,6 +316,14 @@ def seconds(duration: str) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+def run_summary(result: dict[str, Any], note: str = "") -> str:
+    """One measured run as a progress line: rate, p50, p99, then notes and noise."""
+    if result["other_cpu_cores"] > NOISY_CORES:
+        note += f"  (noisy: other processes used {result['other_cpu_cores']:.1f} cores)"
+    return (f"{result['rps']:>9,.0f} req/s  p50 {result['p50_us'] / 1000:.2f} ms  "
+            f"p99 {result['p99_us'] / 1000:.2f} ms{note}")
+
+
 def wrk(argv: list[str], duration: str) -> dict[str, Any]:
     """Run wrk with one of our Lua scripts; its BENCH_JSON summary, with rates added."""
     done = subprocess.run(["wrk", *argv], capture_output=True, text=True, check=False,
@@ -697,12 +705,8 @@ def proxy_bench(args: argparse.Namespace, tmp: Path, redis: Child, redis_port: i
                     note += f"  !! {problem}"
                 if rate is not None and result["rps"] < PACE_TOLERANCE * rate:
                     note += f"  (fell behind the {rate:,.0f} req/s target)"
-                if result["other_cpu_cores"] > NOISY_CORES:
-                    note += (f"  (noisy: other processes used {result['other_cpu_cores']:.1f}"
-                             " cores)")
                 print(f"bench: proxy {name:<5} run {round_ + 1}/{args.runs} {target_name:<7} "
-                      f"{result['rps']:>9,.0f} req/s  p50 {result['p50_us'] / 1000:.2f} ms  "
-                      f"p99 {result['p99_us'] / 1000:.2f} ms{note}", flush=True)
+                      f"{run_summary(result, note)}", flush=True)
                 for child in target.children:
                     if child.proc.poll() is not None:
                         raise BenchError(f"{child.name} died during the proxy run:\n"
@@ -1047,12 +1051,8 @@ def main(argv: list[str] | None = None) -> int:
                                     f"answers, {result['socket_errors']} socket errors "
                                     f"(connect/read/write/timeout)")
                     note = f"  !! {problems[-1]}"
-                if result["other_cpu_cores"] > NOISY_CORES:
-                    note += (f"  (noisy: other processes used {result['other_cpu_cores']:.1f}"
-                             " cores)")
-                print(f"bench: run {round_ + 1}/{args.runs} {name:<8} {result['rps']:>9,.0f} "
-                      f"req/s  p50 {result['p50_us'] / 1000:.2f} ms  "
-                      f"p99 {result['p99_us'] / 1000:.2f} ms{note}", flush=True)
+                print(f"bench: run {round_ + 1}/{args.runs} {name:<8} "
+                      f"{run_summary(result, note)}", flush=True)
                 if server.child.proc.poll() is not None:
                     raise BenchError(f"{name} died during the run:\n{log_tail(server.child.log)}")
         # The decide servers are done: stopped, they cannot disturb the proxy runs.

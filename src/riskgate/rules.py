@@ -69,6 +69,8 @@ KEY_FACTS: Final[dict[str, str]] = {
     "email_domain": "account.email_domain",
 }
 EXPIRY_WARNING: Final = timedelta(days=14)
+#: For events a rule set gives no thresholds; one instance, not one per decision.
+_DEFAULT_THRESHOLDS: Final = Thresholds()
 _UNITS: Final[dict[str, float]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RULE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
@@ -256,7 +258,7 @@ class RuleSet:
         return dict(self._evaluator.errors) if self._evaluator else {}
 
     def thresholds_for(self, event: str) -> Thresholds:
-        return self.thresholds.get(event, Thresholds())
+        return self.thresholds.get(event, _DEFAULT_THRESHOLDS)
 
     def counters_for(self, event: str) -> tuple[CounterSpec, ...]:
         """The counters a decision on ``event`` updates or reads, in declaration order."""
