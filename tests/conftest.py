@@ -6,88 +6,19 @@ Store fixtures: ``redis_server`` (a real redis-server for the session), ``redis_
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from riskgate.store import Store, open_store
-from support import free_port, stop_process
+from support import RedisServer
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class RedisServer:
-    """A throwaway ``redis-server`` on a free local port, stoppable and pausable."""
-
-    def __init__(self, executable: str, directory: Path) -> None:
-        self.executable = executable
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.unix_socket = directory / "redis.sock"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
-
-    def start(self) -> None:
-        log = (self.directory / "redis.log").open("ab")
-        self._process = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--unixsocket", str(self.unix_socket),
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis(port=self.port, socket_timeout=0.2) as probe:
-                    probe.ping()
-                return
-            except redis.ConnectionError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    log_text = (self.directory / "redis.log").read_text(errors="replace")
-                    pytest.fail(f"redis-server did not answer PING:\n{log_text}", pytrace=False)
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        stop_process(self._process, timeout=5)
-        self._process = None
-
-    @contextlib.contextmanager
-    def stopped(self) -> Iterator[None]:
-        """Redis is down inside the block, and back up, empty, after it."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Redis accepts connections but never answers inside the block (SIGSTOP)."""
-        assert self._process is not None
-        os.kill(self._process.pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            os.kill(self._process.pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +27,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     if executable is None:
         pytest.fail("redis-server not found; install it with: apt-get install redis-server",
                     pytrace=False)  # fmt: skip
-    server = RedisServer(executable, tmp_path_factory.mktemp("redis"))
-    server.start()
+    server = RedisServer(tmp_path_factory.mktemp("redis"), executable)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     yield server
     server.stop()
 

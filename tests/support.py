@@ -1,4 +1,9 @@
-"""Helpers the test modules share: free ports, real processes started and stopped."""
+"""Helpers the tests and the benchmarks share: free ports, the shared data folder, real
+processes (redis-server, ``riskgate serve``) started and stopped.
+
+It depends on no test framework, so ``bench/`` imports it too (it puts ``tests/`` on
+``sys.path``): one free-port rule and one Redis start-up for both.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import redis
+
+#: ``../shared/data``: the real third-party data tests and benches read (never modified).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def free_port() -> int:
@@ -31,6 +40,81 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a free local port, stoppable and pausable.
+
+    No persistence; ``extra_args`` are appended to the command line (``--maxmemory`` ...).
+    """
+
+    def __init__(self, directory: Path, executable: str = "redis-server",
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.extra_args = extra_args
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.unix_socket = directory / "redis.sock"
+        self.log = directory / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+    def start(self, timeout: float = 10) -> None:
+        """Start it and wait until it answers PING; RuntimeError with its log if not."""
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--unixsocket", str(self.unix_socket),
+                 "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+                 *self.extra_args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with redis.Redis(port=self.port, socket_timeout=0.2) as probe:
+                    probe.ping()
+                return
+            except redis.ConnectionError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log_text = self.log.read_text(errors="replace")
+                    raise RuntimeError(f"redis-server did not answer PING:\n{log_text}"
+                                       ) from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        stop_process(self._process, timeout=5)
+        self._process = None
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Redis is down inside the block, and back up, empty, after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Redis accepts connections but never answers inside the block (SIGSTOP)."""
+        if self._process is None:
+            raise RuntimeError("redis-server is not running")
+        os.kill(self._process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self._process.pid, signal.SIGCONT)
 
 
 @contextlib.contextmanager

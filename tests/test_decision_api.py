@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from riskgate.asgi import create_app
 from riskgate.config import Config, GeoIPPaths
-from support import free_port, write_rules
+from support import SHARED_DATA, free_port, write_rules
 
 SECRET = "decision-api-test-secret"
 
@@ -51,10 +51,9 @@ def make_client(store: str, rules: Path, log: Path, **options: int) -> TestClien
     return TestClient(create_app(config))
 
 
-@pytest.fixture(params=["memory", "redis"])
-def client(request: pytest.FixtureRequest, rules_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
-    store = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
-    with make_client(store, rules_dir, tmp_path / "decisions.jsonl", max_body_bytes=4096) as c:
+@pytest.fixture
+def client(store_uri: str, rules_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
+    with make_client(store_uri, rules_dir, tmp_path / "decisions.jsonl", max_body_bytes=4096) as c:
         yield c
 
 
@@ -295,7 +294,7 @@ def test_without_its_store_riskgate_decides_degraded_and_is_not_ready(
         assert client.get("/healthz").status_code == 200
 
 
-MAXMIND = Path(__file__).resolve().parents[2] / "shared" / "data" / "maxmind" / "test-data"
+MAXMIND = SHARED_DATA / "maxmind" / "test-data"
 
 
 def test_geoip_databases_from_the_config_reach_the_rules(tmp_path: Path) -> None:

@@ -405,12 +405,10 @@ def login(client: Client, password: str) -> Any:
 
 
 @pytest.mark.parametrize("mode", WITH_BODIES)
-@pytest.mark.parametrize("store", ["memory", "redis"])
 def test_three_refused_logins_block_the_account(
-    mode: str, store: str, tmp_path: Path, rules_dir: Path, request: pytest.FixtureRequest
+    mode: str, store_uri: str, tmp_path: Path, rules_dir: Path
 ) -> None:
-    uri = "memory://" if store == "memory" else request.getfixturevalue("redis_url")
-    with gateway(mode, tmp_path, rules_dir, store=uri) as client:
+    with gateway(mode, tmp_path, rules_dir, store=store_uri) as client:
         refused = [login(client, "wrong") for _ in range(3)]
         after = login(client, "right")
     assert [r.status_code for r in refused] == [401, 401, 401]

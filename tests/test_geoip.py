@@ -13,8 +13,9 @@ import pytest
 from riskgate.errors import SignalSourceError
 from riskgate.geoip import DatacenterLists, GeoIP, NetworkSet, datacenter, open_database
 from riskgate.signals import Keyer, SignalExtractor
+from support import SHARED_DATA
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 MMDB = DATA / "maxmind" / "test-data"
 EXPECTED = json.loads((DATA / "maxmind" / "expected_lookups.json").read_text())["databases"]
 DC = DATA / "iplists" / "x4bnet-lists_vpn" / "datacenter"

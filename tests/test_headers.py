@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from riskgate.event import RiskEvent
 from riskgate.signals import Keyer, SignalExtractor
+from support import SHARED_DATA
 
 CAPTURES: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parents[2] / "shared" / "data" / "headers" / "browser_headers.json")
+    (SHARED_DATA / "headers" / "browser_headers.json")
     .read_text(encoding="utf-8")
 )
 CHROMIUM = [c for c in CAPTURES if c["browser"]["name"] in ("chrome", "edge")]

@@ -12,8 +12,9 @@ from starlette.testclient import TestClient
 
 from riskgate.asgi import create_app
 from riskgate.config import Config, GeoIPPaths
+from support import SHARED_DATA
 
-MAXMIND = Path(__file__).resolve().parents[2] / "shared" / "data" / "maxmind" / "test-data"
+MAXMIND = SHARED_DATA / "maxmind" / "test-data"
 # In MaxMind's test City database: London, and Linköping (Sweden), 1,400 km apart.
 LONDON, LINKOPING = "81.2.69.142", "89.160.20.112"
 
@@ -30,13 +31,12 @@ rules:
 """
 
 
-@pytest.fixture(params=["memory", "redis"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    store = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+@pytest.fixture
+def client(store_uri: str, tmp_path: Path) -> Iterator[TestClient]:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "travel.yaml").write_text(RULES)
-    config = Config(secret="history-test-secret-1", store=store, rules=rules,
+    config = Config(secret="history-test-secret-1", store=store_uri, rules=rules,
                     decision_log=str(tmp_path / "decisions.jsonl"),
                     geoip=GeoIPPaths(city=MAXMIND / "GeoIP2-City-Test.mmdb"))
     with TestClient(create_app(config)) as c:

@@ -19,8 +19,9 @@ from riskgate.identity import (
     username_shape,
 )
 from riskgate.signals import Keyer, SignalExtractor
+from support import SHARED_DATA
 
-DATA = Path(__file__).parents[2] / "shared" / "data" / "email" / "disposable-email-domains"
+DATA = SHARED_DATA / "email" / "disposable-email-domains"
 BLOCK = DATA / "disposable_email_blocklist.conf"
 ALLOW = DATA / "allowlist.conf"
 

@@ -30,10 +30,10 @@ from riskgate.replay import Change, ReplayReport, RuleHits, replay
 from riskgate.rules import RuleSet, load_ruleset
 from riskgate.signals import Keyer, SignalExtractor
 from riskgate.store import MemoryStore
+from support import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
-APACHE_LOG = (Path(__file__).resolve().parents[2] / "shared" / "data" / "logs"
-              / "elastic-apache-logs" / "apache_logs")
+APACHE_LOG = SHARED_DATA / "logs" / "elastic-apache-logs" / "apache_logs"
 SECRET = b"replay-test-secret"
 T0 = 1_700_000_000.0
 BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

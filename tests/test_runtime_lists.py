@@ -19,7 +19,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.testclient import TestClient
 
-from conftest import RedisServer
 from riskgate.asgi import create_app
 from riskgate.config import Config
 from riskgate.decisionlog import DecisionLog
@@ -29,7 +28,7 @@ from riskgate.rules import load_ruleset
 from riskgate.runtime_lists import RuntimeLists
 from riskgate.signals import Keyer, SignalExtractor
 from riskgate.store import Store, open_store
-from support import write_rules
+from support import RedisServer, write_rules
 
 SECRET = "runtime-lists-test-secret-0123"
 TOKEN = "admin-token-for-tests"

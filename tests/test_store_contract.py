@@ -36,7 +36,7 @@ from riskgate.store import (
 )
 
 if TYPE_CHECKING:
-    from conftest import RedisServer
+    from support import RedisServer
 
 pytestmark = pytest.mark.anyio
 

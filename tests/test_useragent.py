@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import ipaddress
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,8 +12,9 @@ import yaml
 from riskgate.event import RiskEvent
 from riskgate.signals import Keyer, SignalExtractor
 from riskgate.useragent import UAClassifier
+from support import SHARED_DATA
 
-UA_DATA = Path(__file__).parents[2] / "shared" / "data" / "useragents"
+UA_DATA = SHARED_DATA / "useragents"
 
 
 @pytest.fixture(scope="module")
