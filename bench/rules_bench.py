@@ -17,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from riskgate.decision import decide
-from riskgate.event import RiskEvent
-from riskgate.rules import load_ruleset
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.decision.verdict import decide
+from riskgate.event.types import RiskEvent
+from riskgate.rules.loader import load_ruleset
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
 
 PACK = Path(__file__).resolve().parents[1] / "rules"
 

@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from riskgate.event import RiskEvent
-from riskgate.geoip import DatacenterLists, GeoIP
-from riskgate.identity import DisposableDomains, IdentitySignals
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.event.types import RiskEvent
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.geoip import DatacenterLists, GeoIP
+from riskgate.signals.identity import DisposableDomains, IdentitySignals
+from riskgate.signals.keys import Keyer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MMDB = DATA / "maxmind" / "test-data"

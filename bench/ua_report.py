@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from riskgate.useragent import UAClassifier
+from riskgate.signals.useragent import UAClassifier
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "useragents"
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from riskgate.config import load_config
-from riskgate.gateway import RiskGateMiddleware
+from riskgate.http import RiskGateMiddleware
 
 
 async def login(request: Request) -> JSONResponse:

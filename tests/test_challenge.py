@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from riskgate.challenge import (
+from riskgate.decision.challenge import (
     PASS_COOKIE,
     VERIFY_PATH,
     Challenges,
@@ -25,6 +25,7 @@ from riskgate.challenge import (
     solves,
 )
 from riskgate.errors import StoreError
+from riskgate.http.challenge import challenge_response, verify
 from riskgate.store import MemoryStore, Store
 
 pytestmark = pytest.mark.anyio
@@ -67,7 +68,7 @@ async def post(
 
     scope = {"type": "http", "method": method, "scheme": scheme, "path": VERIFY_PATH,
              "query_string": b"", "headers": [], "server": ("testserver", 443)}  # fmt: skip
-    return await c.verify(Request(scope, receive), me(c), NOW)
+    return await verify(c, Request(scope, receive), me(c), NOW)
 
 
 def error_of(response: Response) -> str:
@@ -285,9 +286,9 @@ def test_solves_matches_the_contracts_hex_digest_definition(
 
 @pytest.mark.parametrize("accept", ["application/json", "*/*", "", "text/html;q=0"])
 def test_api_clients_get_exactly_the_contracts_json(challenges: Challenges, accept: str) -> None:
-    response = challenges.challenge_response(
-        score=50.0, binding=me(challenges), request_id="req-1", accept=accept, status=429,
-        now=NOW)  # fmt: skip
+    response = challenge_response(
+        challenges, score=50.0, binding=me(challenges), request_id="req-1", accept=accept,
+        status=429, now=NOW)  # fmt: skip
     assert response.status_code == 429
     assert response.headers["x-riskgate-decision"] == "challenge"
     assert response.headers["x-riskgate-request-id"] == "req-1"
@@ -301,8 +302,8 @@ def test_api_clients_get_exactly_the_contracts_json(challenges: Challenges, acce
 
 @pytest.fixture
 def page(challenges: Challenges) -> Response:
-    return challenges.challenge_response(
-        score=50.0, binding=me(challenges), request_id="req-<b>&1", now=NOW, status=403,
+    return challenge_response(
+        challenges, score=50.0, binding=me(challenges), request_id="req-<b>&1", now=NOW, status=403,
         accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")  # fmt: skip
 
 

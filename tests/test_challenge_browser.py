@@ -23,8 +23,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from riskgate.challenge import PASS_COOKIE, VERIFY_PATH, Challenges, ClientBinding, solve
-from riskgate.signals import ip_prefix
+from riskgate.decision.challenge import PASS_COOKIE, VERIFY_PATH, Challenges, ClientBinding, solve
+from riskgate.http.challenge import challenge_response
+from riskgate.http.challenge import verify as verify_answer
+from riskgate.signals.keys import ip_prefix
 from riskgate.store import MemoryStore
 
 CHROMIUM = "/usr/bin/chromium"
@@ -50,8 +52,8 @@ def make_app(challenges: Challenges, slow: Challenges) -> Starlette:
 
     def challenge(request: Request, using: Challenges) -> Response:
         now = time.time()
-        return using.challenge_response(
-            score=60.0, binding=_binding(using, request), request_id="req-7f3a9c",
+        return challenge_response(
+            using, score=60.0, binding=_binding(using, request), request_id="req-7f3a9c",
             accept=request.headers.get("accept", ""), status=403, now=now,
             method=request.method,
         )
@@ -80,7 +82,8 @@ def make_app(challenges: Challenges, slow: Challenges) -> Starlette:
         return guarded(request, "ordered")
 
     async def verify(request: Request) -> Response:
-        return await challenges.verify(request, _binding(challenges, request), time.time())
+        return await verify_answer(challenges, request, _binding(challenges, request),
+                                   time.time())
 
     return Starlette(routes=[
         Route("/book", book),

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 import riskgate
-from riskgate.demo import demo_upstream
+from riskgate.http.demo import demo_upstream
 from support import riskgate_serve
 
 REPO = Path(__file__).resolve().parents[1]

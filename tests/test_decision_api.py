@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from riskgate.asgi import create_app
 from riskgate.config import Config, GeoIPPaths
+from riskgate.http.app import create_app
 from support import SHARED_DATA, free_port, write_rules
 
 SECRET = "decision-api-test-secret"

@@ -39,10 +39,10 @@ from starlette.routing import Route as StarletteRoute
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
-from riskgate.asgi import create_app
-from riskgate.challenge import PASS_COOKIE, solve
 from riskgate.config import Config, Route, ValueSource
-from riskgate.gateway import RiskGateMiddleware
+from riskgate.decision.challenge import PASS_COOKIE, solve
+from riskgate.http.app import create_app
+from riskgate.http.middleware import RiskGateMiddleware
 from support import free_port, stop_process, write_rules
 
 SECRET = "gateway-test-secret-0123456789"

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from riskgate.errors import SignalSourceError
-from riskgate.geoip import DatacenterLists, GeoIP, NetworkSet, datacenter, open_database
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.geoip import DatacenterLists, GeoIP, NetworkSet, datacenter, open_database
+from riskgate.signals.keys import Keyer
 from support import SHARED_DATA
 
 DATA = SHARED_DATA
@@ -186,7 +187,7 @@ def test_datacenter_fact_combines_hosting_flag_and_lists() -> None:
 
 
 def test_extractor_exposes_geo_facts(geo: GeoIP) -> None:
-    from riskgate.event import RiskEvent
+    from riskgate.event.types import RiskEvent
 
     facts = SignalExtractor(Keyer(b"k"), geoip=geo).facts(
         RiskEvent("r", "login", ip("81.2.69.142"), 0.0)

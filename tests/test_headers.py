@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from riskgate.event import RiskEvent
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.event.types import RiskEvent
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
 from support import SHARED_DATA
 
 CAPTURES: list[dict[str, Any]] = json.loads(

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from riskgate.asgi import create_app
 from riskgate.config import Config, GeoIPPaths
+from riskgate.http.app import create_app
 from support import SHARED_DATA
 
 MAXMIND = SHARED_DATA / "maxmind" / "test-data"

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from riskgate.errors import SignalSourceError
-from riskgate.event import RiskEvent
-from riskgate.identity import (
+from riskgate.event.types import RiskEvent
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.identity import (
     DisposableDomains,
     IdentitySignals,
     Provider,
@@ -18,7 +19,7 @@ from riskgate.identity import (
     travel_speed_kmh,
     username_shape,
 )
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.signals.keys import Keyer
 from support import SHARED_DATA
 
 DATA = SHARED_DATA / "email" / "disposable-email-domains"

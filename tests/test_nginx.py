@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from riskgate.asgi import create_app
-from riskgate.challenge import Challenges
+from riskgate.decision.challenge import Challenges
+from riskgate.http.app import create_app
 from riskgate.store import MemoryStore
 from support import write_rules
 from test_gateway import (

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from riskgate.asgi import create_app
 from riskgate.config import Config
+from riskgate.http.app import create_app
 from support import riskgate_serve
 
 TOKEN = "admin-token-for-tests"

@@ -23,12 +23,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskgate.decisionlog import DecisionLog
-from riskgate.engine import Decision, Engine
-from riskgate.event import Outcome, RiskEvent, parse_ip
+from riskgate.engine.core import Decision, Engine
+from riskgate.event.ip import parse_ip
+from riskgate.event.types import Outcome, RiskEvent
+from riskgate.observability.decisionlog import DecisionLog
 from riskgate.replay import Change, ReplayReport, RuleHits, replay
-from riskgate.rules import RuleSet, load_ruleset
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.rules.loader import load_ruleset
+from riskgate.rules.model import RuleSet
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
 from riskgate.store import MemoryStore
 from support import SHARED_DATA
 

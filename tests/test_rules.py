@@ -12,10 +12,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskgate.decision import Match, Thresholds
+from riskgate.decision.verdict import Match, Thresholds
 from riskgate.errors import RuleSetError
-from riskgate.event import EVENTS
-from riskgate.rules import CounterSpec, RuleSet, load_ruleset, run_rule_tests
+from riskgate.event.types import EVENTS
+from riskgate.rules.loader import load_ruleset
+from riskgate.rules.model import CounterSpec, RuleSet
+from riskgate.rules.testing import run_rule_tests
 
 RULESETS = Path(__file__).parent / "rulesets"
 GOOD = RULESETS / "good"

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskgate.expr import CidrSet, DomainSet, Namespace, PatternSet, ValueSet, check, compile_rules
-from riskgate.signals import CATALOG
+from riskgate.rules.language import Namespace, check, compile_rules
+from riskgate.rules.members import CidrSet, DomainSet, PatternSet, ValueSet
+from riskgate.signals.catalog import CATALOG
 
 NS = Namespace.build(
     counters=["fails", "accounts"],

@@ -19,14 +19,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.testclient import TestClient
 
-from riskgate.asgi import create_app
 from riskgate.config import Config
-from riskgate.decisionlog import DecisionLog
-from riskgate.engine import Engine
-from riskgate.gateway import RiskGateMiddleware
-from riskgate.rules import load_ruleset
-from riskgate.runtime_lists import RuntimeLists
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.engine.core import Engine
+from riskgate.http.app import create_app
+from riskgate.http.middleware import RiskGateMiddleware
+from riskgate.observability.decisionlog import DecisionLog
+from riskgate.rules.loader import load_ruleset
+from riskgate.rules.runtime_lists import RuntimeLists
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
 from riskgate.store import Store, open_store
 from support import RedisServer, write_rules
 

@@ -7,8 +7,11 @@ import json
 import re
 from pathlib import Path
 
-from riskgate.event import RiskEvent
-from riskgate.signals import CATALOG, Keyer, SignalExtractor, catalog_markdown
+from riskgate.event.types import RiskEvent
+from riskgate.signals.catalog import CATALOG
+from riskgate.signals.docs import catalog_markdown
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
 
 DOC = Path(__file__).parents[1] / "docs" / "signals.md"
 
@@ -19,7 +22,7 @@ def test_signals_doc_table_matches_catalog() -> None:
     assert match, "docs/signals.md lost its <!-- BEGIN/END CATALOG --> markers"
     assert match[1] == catalog_markdown(), (
         "docs/signals.md is out of date with CATALOG; regenerate the table with "
-        "`python -m riskgate.signals`"
+        "`python -m riskgate.signals.docs`"
     )
 
 

@@ -9,9 +9,10 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from riskgate.event import RiskEvent
-from riskgate.signals import Keyer, SignalExtractor
-from riskgate.useragent import UAClassifier
+from riskgate.event.types import RiskEvent
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
+from riskgate.signals.useragent import UAClassifier
 from support import SHARED_DATA
 
 UA_DATA = SHARED_DATA / "useragents"

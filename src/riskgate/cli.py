@@ -20,7 +20,7 @@ from riskgate import __version__
 from riskgate.errors import RiskGateError, SourceError
 
 if TYPE_CHECKING:
-    from riskgate.runtime_lists import RuntimeLists
+    from riskgate.rules.runtime_lists import RuntimeLists
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -35,15 +35,13 @@ def _report(error: RiskGateError) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from riskgate.asgi import CONFIG_ENV
     from riskgate.config import load_config
-    from riskgate.rules import load_ruleset
-    from riskgate.signals import Keyer, SignalExtractor
+    from riskgate.http.app import CONFIG_ENV
+    from riskgate.service import prepare
 
     config = load_config(args.config)
-    load_ruleset(config.rules)  # refuse to start on a bad rule set, with its problems
-    _, warnings = SignalExtractor.from_config(config, Keyer(config.secret.encode()))
-    for warning in warnings:
+    # Refuse to start on a bad rule set, with its problems, before workers fork.
+    for warning in prepare(config).warnings:
         print(f"riskgate: warning: {warning}", file=sys.stderr)
     if config.store.startswith("memory:") and args.workers > 1:
         print(f"riskgate: warning: memory:// is per process, so each of the {args.workers} "
@@ -54,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     # As a reverse proxy, the upstream's Date and Server headers pass through unchanged
     # (CONTRACT §3); uvicorn adding its own would send each twice.
     own_headers = config.upstream is None
-    uvicorn.run("riskgate.asgi:create_app_from_env", factory=True, host=args.host,
+    uvicorn.run("riskgate.http.app:create_app_from_env", factory=True, host=args.host,
                 port=args.port, workers=args.workers, access_log=False, log_level="info",
                 proxy_headers=False, server_header=own_headers, date_header=own_headers)
     return EXIT_OK
@@ -63,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from riskgate.demo import DEMO_PASSWORD, demo_upstream
+    from riskgate.http.demo import DEMO_PASSWORD, demo_upstream
 
     # The demo upstream runs in a thread so the gateway keeps the main thread and
     # with it uvicorn's Ctrl-C handling: one Ctrl-C stops both.
@@ -100,7 +98,7 @@ Ctrl-C stops both.
 
 def _rules_check(args: argparse.Namespace) -> int:
     from riskgate.errors import RuleSetError
-    from riskgate.rules import load_ruleset
+    from riskgate.rules.loader import load_ruleset
 
     try:
         ruleset = load_ruleset(args.path)
@@ -115,7 +113,8 @@ def _rules_check(args: argparse.Namespace) -> int:
 
 
 def _rules_test(args: argparse.Namespace) -> int:
-    from riskgate.rules import load_ruleset, run_rule_tests
+    from riskgate.rules.loader import load_ruleset
+    from riskgate.rules.testing import run_rule_tests
 
     results = run_rule_tests(load_ruleset(args.path))
     failed = [r for r in results if not r.passed]
@@ -130,7 +129,7 @@ def _replay(args: argparse.Namespace) -> int:
     import json
 
     from riskgate.replay import replay
-    from riskgate.rules import load_ruleset
+    from riskgate.rules.loader import load_ruleset
 
     report = asyncio.run(replay(args.log, load_ruleset(args.rules), samples=args.samples))
     if report.skipped and not report.decisions and not report.feedback and report.first_skipped:
@@ -147,9 +146,7 @@ def _lists(args: argparse.Namespace) -> int:
     import asyncio
 
     from riskgate.config import load_config
-    from riskgate.runtime_lists import RuntimeLists
-    from riskgate.signals import Keyer
-    from riskgate.store import open_store
+    from riskgate.service import runtime_lists
 
     config = load_config(args.config)
     if config.store.startswith("memory:"):
@@ -160,13 +157,12 @@ def _lists(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     async def run() -> int:
-        store = open_store(config.store)
+        lists = runtime_lists(config)
         try:
-            lists = RuntimeLists(store, Keyer(config.secret.encode()))
             code: int = await args.lists_run(lists, args)
             return code
         finally:
-            await store.close()
+            await lists.store.close()
 
     return asyncio.run(run())
 
@@ -178,7 +174,7 @@ def _when(seconds: float) -> str:
 
 
 async def _lists_add(lists: RuntimeLists, args: argparse.Namespace) -> int:
-    from riskgate.runtime_lists import parse_ttl
+    from riskgate.rules.runtime_lists import parse_ttl
 
     entry = await lists.add(args.kind, args.value, args.action, parse_ttl(args.ttl),
                             args.reason, time.time())

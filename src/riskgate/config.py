@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from riskgate.errors import ConfigError, Problem
-from riskgate.event import EVENTS, EventName
+from riskgate.event.types import EVENTS, EventName
+from riskgate.store import registry
 
 SourceKind = Literal["body", "header", "cookie", "path", "query"]
 SOURCE_KINDS: Final[tuple[SourceKind, ...]] = get_args(SourceKind)
@@ -220,12 +221,14 @@ def _parse_upstream(text: str) -> str:
 
 
 def _parse_store(text: str) -> str:
-    scheme = urlsplit(text).scheme
-    if scheme not in ("memory", "redis", "rediss", "unix"):
+    try:
+        registry.backend_for(text)
+    except ValueError:
+        scheme = urlsplit(text).scheme
         raise ValueError(
             f"`{text}` is not a store URL; use memory:// or redis://host:6379/0"
             + (" (redis+cluster:// is not supported yet)" if scheme == "redis+cluster" else "")
-        )
+        ) from None
     return text
 
 

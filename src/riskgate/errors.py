@@ -9,7 +9,7 @@
     └── SignalSourceError      a signal source (GeoIP database, ...) cannot be used
 
 Library code raises these; only ``cli.py`` turns them into exit codes and only
-``asgi.py`` turns them into HTTP answers. Messages say what went wrong, where and
+``riskgate.http`` turns them into HTTP answers. Messages say what went wrong, where and
 what was expected, and never quote raw account ids, emails or secrets.
 """
 

@@ -38,13 +38,12 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Final
 
-from riskgate.decision import ACTIONS, RUNTIME_RULE_PREFIX, Action
-from riskgate.engine import Decision, Engine
+from riskgate.decision.verdict import ACTIONS, RUNTIME_RULE_PREFIX, Action
+from riskgate.engine.core import Decision
 from riskgate.errors import Problem, SourceError
-from riskgate.event import EVENTS, OUTCOMES, EventName, Outcome
-from riskgate.rules import RuleSet
-from riskgate.signals import Keyer, SignalExtractor
-from riskgate.store import MemoryStore
+from riskgate.event.types import EVENTS, OUTCOMES, EventName, Outcome
+from riskgate.rules.model import RuleSet
+from riskgate.service import replay_engine
 
 __all__ = ["Change", "ReplayReport", "RuleHits", "replay"]
 
@@ -310,9 +309,7 @@ async def replay(
     """
     path = Path(log)
     entries, skipped, first_skipped = _read(path)
-    keyer = Keyer(_REPLAY_SECRET)
-    engine = Engine(ruleset, MemoryStore(max_entries=max_entries), SignalExtractor(keyer),
-                    keyer)
+    engine = replay_engine(ruleset, secret=_REPLAY_SECRET, max_entries=max_entries)
     # Only decisions that outcomes can still update are kept for their feedback.
     awaiting_outcomes: dict[str, Decision] = {}
     seen: set[str] = set()

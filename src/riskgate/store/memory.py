@@ -254,3 +254,8 @@ class MemoryStore(Store):
             slot, entry = next(iter(entries.items()))
             del entries[slot]
             self._size -= _cost(entry)
+
+
+def open(uri: str, *, max_entries: int, timeout: float) -> MemoryStore:
+    """The registry's opener for ``memory://`` (nothing to time out in process)."""
+    return MemoryStore(max_entries=max_entries)

@@ -345,3 +345,9 @@ def _fail(batch: list[_Call], exc: StoreError) -> None:
         if not call.future.done():
             # One instance per caller: each raise writes its own traceback into it.
             call.future.set_exception(StoreError(*exc.args))
+
+
+def open(uri: str, *, max_entries: int, timeout: float) -> RedisStore:
+    """The registry's opener for ``redis://``, ``rediss://`` and ``unix://`` (Redis
+    evicts by its own policy, so ``max_entries`` is the memory store's alone)."""
+    return RedisStore(uri, timeout=timeout)

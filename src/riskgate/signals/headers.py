@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from riskgate.useragent import UAInfo
+from riskgate.signals.useragent import UAInfo
 
 _SEC_FETCH: Final = ("sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest")
 _ALWAYS: Final = ("accept-language", "accept-encoding")
@@ -74,7 +74,7 @@ def _safari_version(ua: str, info: UAInfo) -> int | None:
 def check_headers(user_agent: str, info: UAInfo, headers: Mapping[str, str]) -> HeaderFacts:
     """Compare lower-case-named ``headers`` with what the UA's browser always sends.
 
-    >>> from riskgate.useragent import UAClassifier
+    >>> from riskgate.signals.useragent import UAClassifier
     >>> ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:109.0) Gecko/20100101 Firefox/117.0"
     >>> check_headers(ua, UAClassifier()(ua), {"accept": "*/*"}).missing_browser_headers
     True

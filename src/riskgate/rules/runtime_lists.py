@@ -15,7 +15,7 @@ stored, so a raw id never reaches the store, the logs or the admin listing.
 
 >>> import asyncio
 >>> from riskgate.store import MemoryStore
->>> from riskgate.signals import Keyer
+>>> from riskgate.signals.keys import Keyer
 >>> lists = RuntimeLists(MemoryStore(), Keyer(b"s3cret"))
 >>> entry = asyncio.run(lists.add("cidr", "203.0.113.0/24", "block", 3600, "scalper farm", 0.0))
 >>> (entry.rule == f"runtime-block:{entry.id}", entry.expires)
@@ -40,9 +40,9 @@ from typing import Any, Final, Literal, get_args
 
 import orjson
 
-from riskgate.decision import RUNTIME_RULE_PREFIX, Match
+from riskgate.decision.verdict import RUNTIME_RULE_PREFIX, Match
 from riskgate.errors import InputError, StoreError
-from riskgate.signals import Keyer
+from riskgate.signals.keys import Keyer
 from riskgate.store import Delete, Get, Op, Put, Result, Store
 
 logger = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ class RuntimeLists:
             # The value itself is never quoted: it is a raw device or account id.
             raise InputError(f"`value` must be the {kind} id, 1 to {_MAX_IDENTITY} "
                              "characters", "value")
-        return self._key(kind, value)  # the same key signals.py gives device.key/account.key
+        return self._key(kind, value)  # as the extractor keys device.key/account.key
 
     async def _read(self, now: float) -> tuple[str | None, list[Entry]]:
         document, version = await self.store.apply([Get(DOCUMENT_KEY), Get(VERSION_KEY)], now)

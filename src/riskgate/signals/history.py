@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from riskgate.identity import travel_speed_kmh
+from riskgate.signals.identity import travel_speed_kmh
 from riskgate.store import Op, Put, Result
 
 #: How long a device's first sighting and an account's last login are remembered.

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from riskgate.decision import Match
+from riskgate.decision.verdict import Match
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -6,6 +6,7 @@ every problem with file, line, column, rule id and the fix. :meth:`RuleSet.evalu
 one call of one compiled function per event; :func:`run_rule_tests` runs the ``tests:``.
 
 >>> import pathlib, tempfile
+>>> from riskgate.rules.testing import run_rule_tests
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> _ = (folder / "login.yaml").write_text('''
 ... counters:
@@ -29,264 +30,41 @@ import contextlib
 import hashlib
 import ipaddress
 import re
-import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from os import PathLike
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final
 
 import yaml
 
-from riskgate.decision import ACTIONS, RUNTIME_RULE_PREFIX, Action, Match, Thresholds, decide
-from riskgate.errors import Problem, RuleSetError
-from riskgate.event import EVENTS, OUTCOMES, RiskEvent
-from riskgate.expr import (
-    CidrSet,
-    DomainSet,
-    Expr,
-    Members,
-    Namespace,
-    PatternSet,
-    ValueSet,
-    check,
-    compile_rules,
-    did_you_mean,
-    parse_asn,
+from riskgate.decision.verdict import (
+    ACTIONS,
+    RUNTIME_RULE_PREFIX,
+    Thresholds,
 )
-from riskgate.signals import Keyer, SignalExtractor
+from riskgate.errors import Problem, RuleSetError
+from riskgate.event.types import EVENTS, OUTCOMES, RiskEvent
+from riskgate.rules.language import Expr, Namespace, check, did_you_mean
+from riskgate.rules.members import LIST_PARSERS
+from riskgate.rules.model import (
+    EXPIRY_WARNING,
+    LIST_TYPES,
+    CounterKind,
+    CounterSpec,
+    Evaluator,
+    ListSpec,
+    Rule,
+    RuleSet,
+    RuleTest,
+)
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
 
-Mode = Literal["enforce", "shadow"]
-CounterKind = Literal["count", "distinct"]
-ListType = Literal["cidr", "ip", "asn", "domain", "device", "string", "ua_pattern"]
-LIST_TYPES: Final[tuple[ListType, ...]] = get_args(ListType)
-#: Counter key words and the fact each reads; any other word is an attribute name.
-KEY_FACTS: Final[dict[str, str]] = {
-    "ip": "ip", "ip_prefix": "ip.prefix", "account": "account.key", "device": "device.key",
-    "email_domain": "account.email_domain",
-}
-EXPIRY_WARNING: Final = timedelta(days=14)
-#: For events a rule set gives no thresholds; one instance, not one per decision.
-_DEFAULT_THRESHOLDS: Final = Thresholds()
 _UNITS: Final[dict[str, float]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RULE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
-
-
-def key_fact(word: str) -> str:
-    """The fact a counter key or ``distinct`` word reads.
-
-    >>> key_fact("ip_prefix"), key_fact("flight")
-    ('ip.prefix', 'attributes.flight')
-    """
-    return KEY_FACTS.get(word, f"attributes.{word}")
-
-
-@dataclass(frozen=True, slots=True)
-class CounterSpec:
-    """One declared counter: what it counts, keyed by what, over which window."""
-
-    name: str
-    events: frozenset[str]
-    key: tuple[str, ...]
-    kind: CounterKind
-    distinct: str | None
-    window_s: float
-    #: Feedback outcomes that increment it; then decisions on ``events`` only read it.
-    on: frozenset[str] = frozenset()
-
-    @property
-    def key_facts(self) -> tuple[str, ...]:
-        """The facts whose values make up the counter's key, in order."""
-        return tuple(key_fact(part) for part in self.key)
-
-    @property
-    def distinct_fact(self) -> str | None:
-        """The fact whose distinct values a distinct counter counts."""
-        return key_fact(self.distinct) if self.distinct else None
-
-
-@dataclass(frozen=True, slots=True)
-class ListSpec:
-    """A named list loaded from a file next to the rule file."""
-
-    name: str
-    type: ListType
-    file: str
-    members: Members = field(repr=False, compare=False)
-    size: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One validated rule; ``expr`` is its checked ``when``."""
-
-    id: str
-    when: str
-    events: frozenset[str]
-    score: float = 0.0
-    action: Action | None = None
-    mode: Mode = "enforce"
-    description: str = ""
-    tags: tuple[str, ...] = ()
-    owner: str | None = None
-    expires: date | None = None
-    file: str = ""
-    line: int = 0
-    expr: Expr | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def match(self) -> Match:
-        return Match(self.id, self.score, self.action, self.mode == "shadow")
-
-    @property
-    def stops_at(self) -> float:
-        """Epoch seconds when the rule stops matching: the end of ``expires`` (UTC)."""
-        if self.expires is None:
-            return float("inf")
-        end = datetime.combine(self.expires + timedelta(days=1), datetime.min.time(), UTC)
-        return end.timestamp()
-
-
-@dataclass(frozen=True, slots=True)
-class RuleTest:
-    """One ``tests:`` entry: an event's facts and counters in, a decision out."""
-
-    name: str
-    event: str
-    facts: Mapping[str, Any]
-    counters: Mapping[str, float]
-    expect_decision: Action | None
-    expect_rules: frozenset[str] | None
-    file: str
-    line: int
-
-
-@dataclass(frozen=True, slots=True)
-class RuleTestResult:
-    """How one rule test came out; ``message`` says what differed."""
-
-    test: RuleTest
-    passed: bool
-    decision: Action
-    rules: frozenset[str]
-    message: str = ""
-
-    def __str__(self) -> str:
-        status = "PASS" if self.passed else "FAIL"
-        detail = f": {self.message}" if self.message else ""
-        return f"{self.test.file}:{self.test.line}: {status} {self.test.name}{detail}"
-
-
-class _Evaluator:
-    """The compiled functions of a rule set, rebuilt when a rule's ``expires`` passes.
-
-    Expiry is checked by comparing ``now`` with one float, so expired rules cost nothing.
-    """
-
-    def __init__(self, rules: tuple[Rule, ...], ns: Namespace) -> None:
-        self.rules = rules
-        self.ns = ns
-        self.errors: Counter[str] = Counter()
-        self._window = (float("inf"), float("-inf"))  # valid while lo <= now < hi
-        self._fns: dict[str | None, Callable[..., list[Match]]] = {}
-
-    def functions(self, now: float) -> dict[str | None, Callable[..., list[Match]]]:
-        lo, hi = self._window
-        if not lo <= now < hi:
-            self._build(now)
-        return self._fns
-
-    def _build(self, now: float) -> None:
-        live = [r for r in self.rules if now < r.stops_at]
-        lo = max((r.stops_at for r in self.rules if now >= r.stops_at), default=float("-inf"))
-        hi = min((r.stops_at for r in live), default=float("inf"))
-        fns: dict[str | None, Callable[..., list[Match]]] = {}
-        for event in (*EVENTS, None):  # None: an event no rule names; rules for all events
-            chosen = [r for r in live if event in r.events or len(r.events) == len(EVENTS)]
-            ids = [r.id for r in chosen]
-            pairs = [(r.expr, r.match) for r in chosen if r.expr is not None]
-            fns[event] = compile_rules(pairs, self.ns, self._reporter(ids))
-        self._fns, self._window = fns, (lo, hi)
-
-    def _reporter(self, ids: list[str]) -> Callable[[int], None]:
-        def failed(index: int) -> None:
-            self.errors[ids[index]] += 1
-
-        return failed
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    """A validated, compiled rule set; swap it whole, never edit it."""
-
-    version: str
-    source: str
-    counters: Mapping[str, CounterSpec]
-    thresholds: Mapping[str, Thresholds]
-    lists: Mapping[str, ListSpec]
-    rules: tuple[Rule, ...]
-    tests: tuple[RuleTest, ...] = ()
-    warnings: tuple[Problem, ...] = ()
-    _evaluator: _Evaluator | None = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self._evaluator is None:  # built by hand rather than by load_ruleset
-            ns = Namespace.build(self.counters, {n: s.members for n, s in self.lists.items()})
-            object.__setattr__(self, "_evaluator", _Evaluator(self.rules, ns))
-
-    def evaluate(
-        self,
-        event: str,
-        facts: Mapping[str, Any],
-        counters: Mapping[str, float],
-        now: float | None = None,
-    ) -> list[Match]:
-        """Every rule of ``event`` that matches, enforcing and shadow (``Match.shadow``).
-
-        A missing fact or counter reads as None. ``now`` (epoch seconds) decides expiry.
-        """
-        fns = self._evaluator.functions(time.time() if now is None else now)  # type: ignore[union-attr]
-        return (fns.get(event) or fns[None])(facts, counters)
-
-    @property
-    def evaluation_errors(self) -> Mapping[str, int]:
-        """Per rule id, how often the rule raised at run time and was treated as not matched."""
-        return dict(self._evaluator.errors) if self._evaluator else {}
-
-    def thresholds_for(self, event: str) -> Thresholds:
-        return self.thresholds.get(event, _DEFAULT_THRESHOLDS)
-
-    def counters_for(self, event: str) -> tuple[CounterSpec, ...]:
-        """The counters a decision on ``event`` updates or reads, in declaration order."""
-        return tuple(spec for spec in self.counters.values() if event in spec.events)
-
-
-def run_rule_tests(ruleset: RuleSet, now: float | None = None) -> list[RuleTestResult]:
-    """Run the set's ``tests:``; each result says what was expected and what came out."""
-    results = []
-    for test in ruleset.tests:
-        counters = {name: 0.0 for name in ruleset.counters} | dict(test.counters)
-        matches = ruleset.evaluate(test.event, test.facts, counters, now=now)
-        verdict = decide(matches, ruleset.thresholds_for(test.event))
-        got = frozenset(m.rule for m in verdict.reasons)
-        wrong = []
-        if test.expect_decision is not None and verdict.decision != test.expect_decision:
-            wrong.append(f"expected decision {test.expect_decision}, got {verdict.decision} "
-                         f"(score {verdict.score:g})")
-        if test.expect_rules is not None and got != test.expect_rules:
-            wrong.append(f"expected rules [{', '.join(sorted(test.expect_rules))}], "
-                         f"got [{', '.join(sorted(got))}]")
-        results.append(RuleTestResult(test, not wrong, verdict.decision, got, "; ".join(wrong)))
-    return results
-
-
-
-# --- loading and validation ------------------------------------------------------------------
-
 _TOP_KEYS: Final = ("counters", "thresholds", "lists", "rules", "tests")
 _COUNTER_KEYS: Final = ("events", "key", "distinct", "kind", "window", "on")
 _LIST_KEYS: Final = ("file", "type")
@@ -460,7 +238,7 @@ class _Loader:
             version=self.digest.hexdigest()[:12], source=str(self.path),
             counters=MappingProxyType(counters), thresholds=MappingProxyType(thresholds),
             lists=MappingProxyType(lists), rules=rules, tests=tests,
-            warnings=tuple(self.warnings), _evaluator=_Evaluator(rules, ns),
+            warnings=tuple(self.warnings), _evaluator=Evaluator(rules, ns),
         )
 
     def each(
@@ -581,7 +359,7 @@ class _Loader:
                                    f"relative to {f.path.parent}")
             return None
         self.digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
-        parse, build = _LIST_PARSERS[kind]
+        parse, build = LIST_PARSERS[kind]
         entries = []
         for number, raw in enumerate(text.split("\n"), start=1):
             entry = raw.split(" #")[0].strip()  # " #" so a pattern may still contain "#"
@@ -882,45 +660,3 @@ def _locator(node: yaml.Node, lines: list[str]) -> Callable[[int, int], tuple[in
         return number + 1, begin + 1
 
     return locate
-
-
-def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(text)  # strict: "10.0.0.1/8" is a typo worth reporting
-
-
-def _ip(text: str) -> str:
-    return str(ipaddress.ip_address(text))
-
-
-def _asn(text: str) -> int:
-    number = parse_asn(text)
-    if number is None:
-        raise ValueError("not an AS number such as AS13335")
-    return number
-
-
-def _domain(text: str) -> str:
-    domain = text.lower().strip(".").removeprefix("*.")
-    if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", domain):
-        raise ValueError("not a domain such as example.com")
-    return domain
-
-
-def _pattern(text: str) -> str:
-    try:
-        re.compile(text)
-    except re.error as e:
-        raise ValueError(f"bad regex: {e.msg} at position {e.pos}") from None
-    return text
-
-
-#: list type -> (parse one line, build the lookup structure from all of them)
-_LIST_PARSERS: Final[dict[str, tuple[Callable[[str], Any], Callable[[list[Any]], Members]]]] = {
-    "cidr": (_network, CidrSet),
-    "ip": (_ip, ValueSet),
-    "asn": (_asn, lambda v: ValueSet(v, normalize=parse_asn, element="num")),
-    "domain": (_domain, DomainSet),
-    "device": (str, ValueSet),
-    "string": (str, ValueSet),
-    "ua_pattern": (_pattern, PatternSet),
-}

@@ -22,7 +22,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from riskgate import metrics
+from riskgate.observability import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -30,18 +30,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import json
 import logging
 import re
 import secrets
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Final
-
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from riskgate.errors import StoreError
 from riskgate.store import Put, Store
@@ -60,7 +54,7 @@ MAX_NONCE_CHARS: Final = 64
 #: tests/test_challenge_browser.py); used only for the interstitial's "about how long".
 BROWSER_HASHES_PER_SECOND: Final = 100_000
 
-_log = logging.getLogger("riskgate.challenge")
+_log = logging.getLogger(__name__)
 
 _VERSION: Final = "1"
 _MAC_BYTES: Final = 16  # 128-bit tags: forgery stays out of reach, cookies stay short
@@ -122,29 +116,6 @@ def solve(salt: str, difficulty: int) -> str:
     while not solves(salt, str(nonce), difficulty):
         nonce += 1
     return str(nonce)
-
-
-def wants_html(accept: str) -> bool:
-    """Whether an ``Accept`` header names ``text/html`` (with a non-zero quality).
-
-    ``*/*`` alone does not: API clients and ``fetch`` send it and want JSON.
-
-    >>> wants_html("text/html,application/xhtml+xml,*/*;q=0.8")
-    True
-    >>> wants_html("*/*"), wants_html("text/html;q=0"), wants_html("application/json")
-    (False, False, False)
-    """
-    for item in accept.lower().split(","):
-        media, *params = (part.strip() for part in item.split(";"))
-        if media != "text/html":
-            continue
-        quality = next((p[2:] for p in params if p.startswith("q=")), "1")
-        try:
-            if float(quality) > 0:
-                return True
-        except ValueError:
-            return True  # a malformed q is treated as the default, 1
-    return False
 
 
 def _b64(raw: bytes) -> str:
@@ -275,30 +246,6 @@ class Challenges:
             "verify_url": self.verify_path,
         }
 
-    def challenge_response(
-        self, *, score: float, binding: ClientBinding, request_id: str, accept: str,
-        status: int, now: float, method: str = "GET",
-    ) -> Response:
-        """The challenge answer: an HTML interstitial when ``accept`` names text/html,
-        else the contract's JSON; carries the X-RiskGate-* headers.
-
-        ``method`` is the challenged request's method: after solving, the page reloads a
-        GET or HEAD by itself and asks the person to submit anything else again.
-        """
-        challenge = self.issue(score=score, binding=binding, now=now)
-        headers = {
-            "X-RiskGate-Decision": "challenge",
-            "X-RiskGate-Request-Id": request_id,
-            "Cache-Control": "no-store",
-        }
-        if not wants_html(accept):
-            return JSONResponse({"decision": "challenge", "challenge": challenge},
-                                status_code=status, headers=headers)  # fmt: skip
-        page = _page()
-        headers.update(page.headers)
-        return HTMLResponse(page.render(challenge, request_id, method), status_code=status,
-                            headers=headers)  # fmt: skip
-
     # -- verifying --------------------------------------------------------------------
 
     async def check(self, body: bytes, binding: ClientBinding, now: float) -> Verdict:
@@ -351,34 +298,6 @@ class Challenges:
             return False
         return previous is not None
 
-    async def verify(self, request: Request, binding: ClientBinding, now: float) -> Response:
-        """Answer a POST to the verify URL: 204 + pass cookie, or 403.
-
-        A body that is not JSON at all is a 400 (as for the decision API); one larger
-        than :data:`MAX_ANSWER_BYTES` a 413; every other refusal — wrong nonce, expired,
-        reused, forged or someone else's id, missing fields — a 403 with
-        ``{"error": reason}``.
-        """
-        headers = {"Cache-Control": "no-store"}
-        if request.method != "POST":
-            return JSONResponse({"error": "use POST"}, 405, {**headers, "Allow": "POST"})
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                return JSONResponse({"error": f"answer larger than {MAX_ANSWER_BYTES} bytes"},
-                                    413, headers)  # fmt: skip
-        verdict = await self.check(bytes(body), binding, now)
-        if verdict.status != 204:
-            error: dict[str, object] = {"error": verdict.reason}
-            if verdict.status == 400:
-                error["field"] = None  # the decision API's shape for a non-JSON body
-            return JSONResponse(error, verdict.status, headers)
-        response = Response(status_code=204, headers=headers)
-        response.headers.append("Set-Cookie", self.pass_cookie_header(
-            self.issue_pass(binding, now), secure=request.url.scheme == "https"))
-        return response
-
     def pass_cookie_header(self, value: str, *, secure: bool) -> str:
         """The ``Set-Cookie`` value for a pass (written out: the attributes are contract).
 
@@ -389,80 +308,3 @@ class Challenges:
         max_age = int(self.pass_ttl)
         cookie = f"{PASS_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}"
         return f"{cookie}; Secure" if secure else cookie
-
-
-# -- the HTML interstitial ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Page:
-    """The interstitial template with the CSP that allows exactly its inline code."""
-
-    template: str
-    headers: dict[str, str]
-
-    def render(self, challenge: dict[str, object], request_id: str, method: str) -> str:
-        data = {**challenge, "method": method.upper(),
-                "expected_hashes": 2 ** int(str(challenge["difficulty"]))}  # fmt: skip
-        seconds = data["expected_hashes"] / BROWSER_HASHES_PER_SECOND
-        return (
-            self.template.replace("{{challenge_json}}", _script_json(data))
-            .replace("{{estimate}}", html.escape(_estimate(seconds)))
-            .replace("{{request_id}}", html.escape(request_id))
-        )
-
-
-def _script_json(data: object) -> str:
-    """JSON safe inside a ``<script>`` element, where HTML entities are not decoded.
-
-    >>> _script_json({"x": "</script><b>&"})
-    '{"x": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e\\\\u0026"}'
-    """
-    text = json.dumps(data)
-    for char in "<>&\u2028\u2029":
-        text = text.replace(char, f"\\u{ord(char):04x}")
-    return text
-
-
-def _estimate(seconds: float) -> str:
-    """A person's idea of ``seconds``.
-
-    >>> _estimate(0.04), _estimate(2.6), _estimate(130)
-    ('under a second', 'about 3 seconds', 'about 2 minutes')
-    """
-    if seconds < 1:
-        return "under a second"
-    if seconds < 60:
-        whole = round(seconds)
-        return f"about {whole} second{'s' if whole != 1 else ''}"
-    minutes = round(seconds / 60)
-    return f"about {minutes} minute{'s' if minutes != 1 else ''}"
-
-
-def _csp_hash(source: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
-
-
-@cache
-def _page() -> _Page:
-    # The inline script and style are static, so hashes (computed once) allow them and
-    # nothing else; the per-challenge data sits in a JSON element no policy needs to allow.
-    template = resources.files("riskgate").joinpath("challenge.html").read_text("utf-8")
-    scripts = re.findall(r"<script>(.*?)</script>", template, re.S)
-    styles = re.findall(r"<style>(.*?)</style>", template, re.S)
-    policy = "; ".join([
-        "default-src 'none'",
-        "script-src " + " ".join(map(_csp_hash, scripts)),
-        "style-src " + " ".join(map(_csp_hash, styles)),
-        "worker-src blob:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        # 'self', not 'none': a single-page app may show the page in its own iframe.
-        "frame-ancestors 'self'",
-    ])
-    return _Page(template, {
-        "Content-Security-Policy": policy,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    })

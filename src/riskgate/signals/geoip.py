@@ -31,7 +31,7 @@ import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
 from riskgate.errors import SignalSourceError
-from riskgate.event import IPAddress
+from riskgate.event.types import IPAddress
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from riskgate.config import Config
-from riskgate.engine import Engine
+from riskgate.engine.core import Engine
 from riskgate.errors import InputError, StoreError
-from riskgate.event import parse_json_object
-from riskgate.runtime_lists import RuntimeLists, parse_ttl
+from riskgate.event.body import parse_json_object
+from riskgate.rules.runtime_lists import RuntimeLists, parse_ttl
 
 
 class AdminTarget(Protocol):
-    """What the admin endpoints use of a running service (``asgi.Service``)."""
+    """What the admin endpoints use of a running service (:class:`riskgate.service.Service`)."""
 
     @property
     def config(self) -> Config: ...

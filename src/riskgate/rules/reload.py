@@ -19,9 +19,10 @@ from pathlib import Path
 
 import watchfiles
 
-from riskgate import metrics
 from riskgate.errors import RuleSetError
-from riskgate.rules import RuleSet, load_ruleset
+from riskgate.observability import metrics
+from riskgate.rules.loader import load_ruleset
+from riskgate.rules.model import RuleSet
 
 logger = logging.getLogger(__name__)
 

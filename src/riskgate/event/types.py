@@ -1,0 +1,55 @@
+"""The one core type: a risk event, built once per request and read by every stage.
+
+A :class:`RiskEvent` is built either from a decision API body or from a proxied
+request, and then flows through signals → counters → rules → model → decision.
+No stage goes back to the ASGI scope and none mutates the event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+EventName = Literal["registration", "login", "promotion", "booking"]
+EVENTS: Final[tuple[EventName, ...]] = get_args(EventName)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+Outcome = Literal[
+    "login_failed", "login_succeeded", "challenge_passed", "challenge_failed", "fraud", "legit"
+]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskEvent:
+    """One protected request, as the decision stages see it.
+
+    ``account`` and ``device_id`` are raw here and only here: signals key them with
+    the HMAC secret before anything is counted, logged or stored.
+    ``headers`` has lower-case names.
+
+    >>> e = RiskEvent("r1", "login", ipaddress.ip_address("203.0.113.5"), 0.0)
+    >>> e.event, str(e.ip)
+    ('login', '203.0.113.5')
+    """
+
+    request_id: str
+    event: EventName
+    ip: IPAddress
+    time: float
+    account: str | None = None
+    device_id: str | None = None
+    user_agent: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: The client carried a valid challenge pass bound to it (gateway modes).
+    challenge_passed: bool = False
+
+
+def new_request_id() -> str:
+    """A unique, unguessable request id (96 random bits, hex)."""
+    return os.urandom(12).hex()

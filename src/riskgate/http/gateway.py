@@ -1,0 +1,220 @@
+"""The gateway modes (CONTRACT §3): score the protected routes of a request stream.
+
+One :class:`Gateway` holds everything the three modes share — the route matcher, the
+value extractor, the client-IP rule, the event builder and the decision-to-response
+function — and three thin entry points use it:
+
+- :class:`~riskgate.http.middleware.RiskGateMiddleware` wraps any ASGI app (a
+  Starlette or FastAPI app, or :class:`~riskgate.http.proxy.ProxyApp` for the reverse
+  proxy);
+- :func:`riskgate.http.nginx.auth` answers nginx ``auth_request`` subrequests;
+- :meth:`Gateway.verify` serves the challenge's verify URL for all of them.
+
+No mode goes back to the ASGI scope after the :class:`RequestView` is built, so the
+nginx mode (which sees the original request only through headers) scores exactly
+like the others.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from riskgate.config import Config, Route, ValueSource
+from riskgate.decision.challenge import PASS_COOKIE, Challenges, ClientBinding
+from riskgate.engine.core import Decision, Engine
+from riskgate.errors import StoreError
+from riskgate.event.types import IPAddress, RiskEvent, new_request_id
+from riskgate.http.challenge import challenge_response, verify, wants_html
+from riskgate.http.request import (
+    RequestView,
+    RouteMatch,
+    RouteMatcher,
+    TrustedProxies,
+    ValueReader,
+    request_headers,
+)
+from riskgate.signals.keys import Keyer, ip_prefix
+
+logger = logging.getLogger(__name__)
+
+DECISION_HEADER: Final = "x-riskgate-decision"
+REQUEST_ID_HEADER: Final = "x-riskgate-request-id"
+#: Set on a nginx challenge answer so the challenge page can scale its difficulty.
+SCORE_HEADER: Final = "x-riskgate-score"
+_PASS_SOURCE: Final = ValueSource("cookie", PASS_COOKIE)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A decided request: the engine's decision and what it was made from."""
+
+    decision: Decision
+    event: RiskEvent
+    binding: ClientBinding
+    route: Route
+    #: The scored request's method: the challenge page repeats a GET by itself.
+    method: str
+
+
+_BLOCK_PAGE: Final = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Request refused</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}
+code{{background:#eee;padding:.1em .3em}}</style></head>
+<body><main><h1>We could not accept this request</h1>
+<p>Our automated protection refused it. If you think this is a mistake, contact
+support and quote this reference:</p>
+<p><code id="reference">{request_id}</code></p></main></body></html>
+"""
+
+
+class Gateway:
+    """Everything the three gateway modes share; built once per process."""
+
+    def __init__(self, config: Config, engine: Engine, challenges: Challenges) -> None:
+        self.config = config
+        self.engine = engine
+        self.challenges = challenges
+        self.routes = RouteMatcher(config.routes)
+        self.proxies = TrustedProxies(config.trusted_proxies)
+        self._key = Keyer(config.secret.encode())
+
+    # -- requests to events ---------------------------------------------------------
+
+    def client_ip(self, peer_host: str | None, headers: Headers) -> IPAddress:
+        forwarded = ", ".join(headers.getlist("x-forwarded-for"))
+        return self.proxies.client_ip(peer_host, forwarded)
+
+    def device_key(self, reader: ValueReader) -> str | None:
+        """The request's ``device.key``, keyed as the signal extractor keys it."""
+        device_id = reader.text(self.config.device_id)
+        return self._key("device", device_id) if device_id else None
+
+    def binding(self, view: RequestView, reader: ValueReader) -> ClientBinding:
+        """The pass binding, from the same facts the engine computes (riskgate.signals)."""
+        return self.challenges.binding(self.device_key(reader), ip_prefix(view.client_ip),
+                                       view.headers.get("user-agent"))
+
+    def build_event(
+        self, match: RouteMatch, view: RequestView, request_id: str, now: float
+    ) -> tuple[RiskEvent, ClientBinding]:
+        reader = ValueReader(view, match.path_params)
+        binding = self.binding(view, reader)
+        attributes = {name: reader.read(source) for name, source in match.route.attributes.items()}
+        event = RiskEvent(
+            request_id=request_id,
+            event=match.route.event,
+            ip=view.client_ip,
+            time=now,
+            account=reader.text(match.route.account),
+            device_id=reader.text(self.config.device_id),
+            user_agent=view.headers.get("user-agent") or None,
+            headers=request_headers(view.headers),
+            attributes={name: value for name, value in attributes.items() if value is not None},
+            challenge_passed=self.challenges.pass_valid(reader.text(_PASS_SOURCE), binding, now),
+        )
+        return event, binding
+
+    async def score(self, match: RouteMatch, view: RequestView) -> Scored:
+        now = time.time()
+        event, binding = self.build_event(match, view, new_request_id(), now)
+        decision = await self.engine.decide(event)
+        return Scored(decision, event, binding, match.route, view.method)
+
+    async def refuses_unscored(self, view: RequestView) -> bool:
+        """Whether a request on an unscored route is refused before it reaches the app.
+
+        Runtime block entries apply here (CONTRACT §3: "lists still apply") for the
+        client IP and the device id; allow entries change nothing, as nothing is scored.
+        Unscored routes name no account source, so account entries apply on scored
+        routes only; and no body is read, so a ``body:`` device id is not seen here.
+        """
+        lists = self.engine.runtime_lists
+        if lists is None:
+            return False
+        entry = await lists.refuses(str(view.client_ip), self.device_key(ValueReader(view, {})),
+                                    None, time.time())
+        return entry is not None
+
+    # -- decisions to responses -----------------------------------------------------
+
+    @staticmethod
+    def decision_headers(decision: str, request_id: str) -> dict[str, str]:
+        return {DECISION_HEADER: decision, REQUEST_ID_HEADER: request_id}
+
+    def refusal(self, request_id: str, accept: str) -> Response:
+        """The 403 of a block: a page naming the request id, or JSON for API clients."""
+        headers = self.decision_headers("block", request_id)
+        if wants_html(accept):
+            page = _BLOCK_PAGE.format(request_id=html.escape(request_id))
+            return HTMLResponse(page, status_code=403, headers=headers)
+        return JSONResponse({"decision": "block", "request_id": request_id,
+                             "error": "the request was refused; quote request_id to support"},
+                            status_code=403, headers=headers)
+
+    def respond(self, scored: Scored, accept: str) -> Response | None:
+        """The answer for a decision; None means: let the request through."""
+        verdict = scored.decision.verdict
+        request_id = scored.decision.request_id
+        if verdict.decision == "allow":
+            return None
+        if verdict.decision == "block":
+            return self.refusal(request_id, accept)
+        return self.challenge(verdict.score, scored.binding, request_id, accept, scored.method)
+
+    def subrequest_answer(self, scored: Scored) -> Response:
+        """The nginx ``auth_request`` answer: 200 / 401 / 403 with the headers only, as
+        nginx never shows an auth subrequest's body to the client."""
+        verdict = scored.decision.verdict
+        headers = self.decision_headers(verdict.decision, scored.decision.request_id)
+        if verdict.decision == "challenge":
+            headers[SCORE_HEADER] = f"{verdict.score:g}"
+        status = {"allow": 200, "challenge": 401, "block": 403}[verdict.decision]
+        return Response(status_code=status, headers=headers)
+
+    def challenge(
+        self, score: float, binding: ClientBinding, request_id: str, accept: str, method: str
+    ) -> Response:
+        response = challenge_response(
+            self.challenges, score=score, binding=binding, request_id=request_id, accept=accept,
+            status=self.config.challenge_status, now=time.time(), method=method)
+        for name, value in self.decision_headers("challenge", request_id).items():
+            response.headers[name] = value
+        return response
+
+    async def record_failed_login(self, scored: Scored, status: int) -> None:
+        """Count a refused login as ``/v1/feedback`` would; 5xx are the server's failures,
+        never the user's, so an unreachable upstream does not lock accounts out."""
+        if scored.route.event != "login" or status >= 500:
+            return
+        if status not in scored.route.failure_statuses:
+            return
+        try:
+            await self.engine.record_outcome(scored.decision, "login_failed", time.time())
+        except StoreError as exc:
+            logger.warning("failed login of %s not counted: %s", scored.decision.request_id, exc)
+
+    # -- the challenge's verify URL, for every mode --------------------------------
+
+    async def verify(self, request: Request) -> Response:
+        """``POST`` to the verify URL: the client's answer to a challenge."""
+        client = self.client_ip(request.client.host if request.client else None,
+                                request.headers)
+        view = RequestView(request.method, request.url.path, request.url.query,
+                           request.headers, client)
+        binding = self.binding(view, ValueReader(view, {}))
+        proto = request.headers.get("x-forwarded-proto", "").strip().lower()
+        peer = self.proxies.peer(request.client.host if request.client else None)
+        if proto in ("http", "https") and self.proxies.trusts(peer):
+            # Behind a TLS-terminating proxy the pass cookie must still be `Secure`.
+            request = Request({**request.scope, "scheme": proto}, request.receive)
+        return await verify(self.challenges, request, binding, time.time())

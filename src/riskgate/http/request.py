@@ -1,0 +1,215 @@
+"""What the gateway reads of a request: routes, the client IP, value sources, body fields."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
+from starlette.routing import compile_path
+
+from riskgate.config import IPNetwork, Route, ValueSource
+from riskgate.event.body import encodable, fits_64_bits
+from riskgate.event.ip import parse_ip
+from riskgate.event.types import IPAddress
+
+#: Stands in for a peer with no IP address (a Unix socket): one shared, untrusted client.
+_UNKNOWN_PEER: Final = ipaddress.IPv4Address("0.0.0.0")
+_BODY_SOURCES: Final = "body"
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What the gateway reads of one request, however it arrived.
+
+    ``body`` is None when it was not read (no ``body:`` source needs it) or cannot be
+    (nginx subrequests carry no body); ``body:`` sources then yield nothing.
+    """
+
+    method: str
+    path: str
+    query_string: str
+    headers: Headers
+    client_ip: IPAddress
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: Route
+    path_params: Mapping[str, str]
+
+    @property
+    def needs_body(self) -> bool:
+        sources = [self.route.account, *self.route.attributes.values()]
+        return any(s is not None and s.kind == _BODY_SOURCES for s in sources)
+
+
+class RouteMatcher:
+    """Config routes compiled once; ``match`` finds the first for a method and path.
+
+    >>> from riskgate.config import Route
+    >>> m = RouteMatcher([Route("/api/promotions/{code}/redeem", "POST", "promotion")])
+    >>> m.match("POST", "/api/promotions/SPRING/redeem").path_params
+    {'code': 'SPRING'}
+    >>> m.match("GET", "/api/promotions/SPRING/redeem") is None
+    True
+    """
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._routes = [(route, compile_path(route.path)[0]) for route in routes]
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        for route, pattern in self._routes:
+            if route.method != method:
+                continue
+            found = pattern.match(path)
+            if found is not None:
+                return RouteMatch(route, found.groupdict())
+        return None
+
+
+class TrustedProxies:
+    """The client IP rule of CONTRACT §3, with the trusted networks parsed once.
+
+    >>> proxies = TrustedProxies([ipaddress.ip_network("10.0.0.0/8")])
+    >>> str(proxies.client_ip("10.0.0.2", "203.0.113.9, 198.51.100.7, 10.0.0.1"))
+    '198.51.100.7'
+    >>> str(proxies.client_ip("192.0.2.50", "203.0.113.9"))  # untrusted peer: header ignored
+    '192.0.2.50'
+    """
+
+    def __init__(self, networks: Iterable[IPNetwork]) -> None:
+        self._networks = tuple(networks)
+
+    def trusts(self, ip: IPAddress) -> bool:
+        return any(ip in network for network in self._networks)
+
+    def peer(self, host: str | None) -> IPAddress:
+        if host is None:
+            return _UNKNOWN_PEER
+        try:
+            return parse_ip(host)
+        except ValueError:
+            return _UNKNOWN_PEER
+
+    def client_ip(self, peer_host: str | None, forwarded_for: str | None) -> IPAddress:
+        """The peer, or the right-most untrusted X-Forwarded-For hop behind trusted peers."""
+        client = self.peer(peer_host)
+        if not forwarded_for or not self.trusts(client):
+            return client
+        for hop in reversed(forwarded_for.split(",")):
+            try:
+                address = parse_ip(hop.strip())
+            except ValueError:
+                # A trusted hop wrote something that is not an address: nothing to its
+                # left can be believed, so the nearest address we could verify stands.
+                return client
+            client = address
+            if not self.trusts(address):
+                return address
+        return client  # every hop is a trusted proxy: the left-most is the client
+
+
+#: What is left of a UTF-16 surrogate after decoding: json.loads joins the valid pairs.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _field_value(value: Any) -> Any:
+    """A body value usable as an account or attribute: a scalar, else nothing.
+
+    A JSON string may hold lone surrogates (a ``\\ud800`` escape), which cannot be
+    hashed, stored or logged as UTF-8: they become U+FFFD. An integer past 64 bits is
+    dropped.
+
+    >>> _field_value("a" + chr(0xD800) + "b") == "a" + chr(0xFFFD) + "b"
+    True
+    >>> _field_value(2**64), _field_value(7), _field_value([1])
+    (None, 7, None)
+    """
+    if isinstance(value, str):
+        return value if encodable(value) else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if fits_64_bits(value) else None
+    if isinstance(value, (float, bool)):
+        return value
+    return None
+
+
+def parse_body_fields(content_type: str, body: bytes) -> Mapping[str, Any]:
+    """The top-level fields of a JSON object or form body; {} when it is neither.
+
+    A malformed body is the upstream's business to refuse: the gateway only scores
+    what it can read, so it never answers an error of its own for one.
+
+    >>> parse_body_fields("application/x-www-form-urlencoded", b"email=a%40b.c&seats=2")
+    {'email': 'a@b.c', 'seats': '2'}
+    >>> parse_body_fields("application/json; charset=utf-8", b'{"seats": 2}')
+    {'seats': 2}
+    >>> parse_body_fields("application/json", b'{"seats": ')
+    {}
+    """
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == _FORM_TYPE:
+        try:
+            return dict(parse_qsl(body.decode(), keep_blank_values=True))
+        except UnicodeDecodeError:
+            return {}
+    if media_type == "application/json" or media_type.endswith("+json"):
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return {}
+        return payload if isinstance(payload, dict) else {}
+    return {}
+
+
+class ValueReader:
+    """Reads value sources (``body:``, ``header:``, ``cookie:``, ``path:``, ``query:``)
+    of one request, parsing the body, cookies and query string at most once each."""
+
+    def __init__(self, view: RequestView, path_params: Mapping[str, str]) -> None:
+        self._view = view
+        self._path_params = path_params
+        self._parsed: dict[str, Mapping[str, Any]] = {}
+
+    def _table(self, kind: str) -> Mapping[str, Any]:
+        if kind not in self._parsed:
+            view = self._view
+            if kind == "body":
+                self._parsed[kind] = {} if view.body is None else parse_body_fields(
+                    view.headers.get("content-type", ""), view.body)
+            elif kind == "cookie":
+                self._parsed[kind] = cookie_parser(view.headers.get("cookie", ""))
+            elif kind == "query":
+                self._parsed[kind] = dict(parse_qsl(view.query_string, keep_blank_values=True))
+            else:
+                self._parsed[kind] = self._path_params
+        return self._parsed[kind]
+
+    def read(self, source: ValueSource | None) -> Any:
+        if source is None:
+            return None
+        if source.kind == "header":
+            value: Any = self._view.headers.get(source.name)
+        else:
+            value = _field_value(self._table(source.kind).get(source.name))
+        return None if value == "" else value
+
+    def text(self, source: ValueSource | None) -> str | None:
+        value = self.read(source)
+        return None if value is None else str(value)
+
+
+def request_headers(headers: Headers) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for name, value in headers.items():  # Headers.items() already lower-cases names
+        merged[name] = f"{merged[name]}, {value}" if name in merged else value
+    return merged

@@ -1,0 +1,45 @@
+"""The protocol a model stage implements, in River's style: score, then learn.
+
+The engine calls :meth:`Model.score_one` on the request path with the decision's facts
+and puts what it returns among the facts before the rules run (``model.score`` ...);
+it calls :meth:`Model.learn_one` when an outcome labels a decision, with the facts that
+decision was made from (kept, bounded, in its feedback record). A model that raises
+sets the decision's ``degraded`` flag and the decision goes on without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from riskgate.event.types import EventName, Outcome
+
+#: What an outcome says about who sent the request: True a bot, False a person, None
+#: nothing (a failed login is as human as it is automated).
+Label = bool | None
+
+_LABELS: Mapping[Outcome, Label] = {
+    "fraud": True, "challenge_failed": True, "legit": False,
+    "login_failed": None, "login_succeeded": None, "challenge_passed": None,
+}
+
+
+def label_of(outcome: Outcome) -> Label:
+    """The label an outcome gives the decision it answers.
+
+    >>> label_of("fraud"), label_of("legit"), label_of("login_failed")
+    (True, False, None)
+    """
+    return _LABELS[outcome]
+
+
+class Model(Protocol):
+    """An online model per flow (``event``), scoring before it learns."""
+
+    def score_one(self, event: EventName, facts: Mapping[str, Any]) -> Mapping[str, float]:
+        """Scores for one request, as facts named ``model.*``; must not learn."""
+        ...
+
+    def learn_one(self, event: EventName, facts: Mapping[str, Any], label: Label) -> None:
+        """Learn from one decided request and, when an outcome labelled it, its label."""
+        ...

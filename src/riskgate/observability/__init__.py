@@ -1,0 +1,1 @@
+"""What riskgate tells its operators: Prometheus ``metrics`` and the JSON ``decisionlog``."""

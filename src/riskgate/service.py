@@ -1,0 +1,152 @@
+"""The composition root: everything a running riskgate is made of, built from one config.
+
+:class:`Service` loads the rules, opens the store and the decision log, builds the
+signal extractor, the engine (with its runtime lists and model stage), the challenge
+issuer and the rule reloader, and starts and closes them. It has no HTTP in it: the
+HTTP app (:mod:`riskgate.http.app`), the standalone middleware, the CLI and replay
+all build what they need here, so there is one place that knows how the parts fit.
+
+Process-wide side effects are opt-ins of :meth:`Service.start` (see :class:`HostEffects`):
+``riskgate serve`` owns its process and takes them all; a middleware inside someone
+else's application takes none unless asked.
+
+>>> import pathlib, tempfile
+>>> from riskgate.config import Config
+>>> rules = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (rules / "empty.yaml").write_text("rules: []")
+>>> service = Service(Config(secret="doctest-secret-0123", rules=rules, decision_log=None))
+>>> service.engine.ruleset.rules, service.config.store
+((), 'memory://')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from riskgate.config import Config
+from riskgate.decision.challenge import Challenges
+from riskgate.engine.core import Engine
+from riskgate.model.base import Model
+from riskgate.observability.decisionlog import DecisionLog
+from riskgate.rules.loader import load_ruleset
+from riskgate.rules.model import RuleSet
+from riskgate.rules.reload import RuleReloader
+from riskgate.rules.runtime_lists import RuntimeLists
+from riskgate.signals.extractor import SignalExtractor
+from riskgate.signals.keys import Keyer
+from riskgate.store import MemoryStore, open_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HostEffects:
+    """What a started service may do to the process it runs in.
+
+    ``freeze_gc``: move everything built at start (rule set, parsers, lists) out of the
+    collector's sight, so each young-generation collection, which a busy gateway
+    triggers every few requests, scans only request garbage. Process-wide: it also
+    freezes the host application's objects. ``reload_on_sighup``: install a SIGHUP
+    handler on the running loop. ``watch_rules``: a task that reloads the rules when a
+    file in the rules folder changes.
+    """
+
+    freeze_gc: bool = False
+    reload_on_sighup: bool = False
+    watch_rules: bool = False
+
+    @classmethod
+    def owning_process(cls, config: Config) -> HostEffects:
+        """All of them, as ``riskgate serve`` takes them: it owns its process."""
+        return cls(freeze_gc=True, reload_on_sighup=True, watch_rules=config.watch_rules)
+
+
+#: What a service embedded in someone else's process does to it: nothing.
+NO_HOST_EFFECTS: Final = HostEffects()
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a config yields before anything is opened: the parts that fail on bad input."""
+
+    ruleset: RuleSet
+    keyer: Keyer
+    signals: SignalExtractor
+    #: Sources that could not be read but need not stop the service (a GeoIP file ...).
+    warnings: tuple[str, ...]
+
+
+def prepare(config: Config) -> Prepared:
+    """Load the rules and the signal sources; raise on a rule set that cannot serve.
+
+    ``riskgate serve`` calls it before it forks workers, so a bad rule set is refused
+    once, with its problems, instead of in every worker.
+    """
+    ruleset = load_ruleset(config.rules)
+    keyer = Keyer(config.secret.encode())
+    signals, warnings = SignalExtractor.from_config(config, keyer)
+    return Prepared(ruleset, keyer, signals, tuple(warnings))
+
+
+def runtime_lists(config: Config) -> RuntimeLists:
+    """The runtime lists in the configured store, for editing them from outside a server
+    (``riskgate lists``); close ``.store`` when done."""
+    return RuntimeLists(open_store(config.store, max_entries=config.memory_store_max_entries),
+                        Keyer(config.secret.encode()))
+
+
+def replay_engine(ruleset: RuleSet, *, secret: bytes, max_entries: int) -> Engine:
+    """An engine for replaying recorded traffic (``riskgate replay``): its own embedded
+    store, and neither runtime lists (live operations, not policy) nor a decision log."""
+    keyer = Keyer(secret)
+    return Engine(ruleset, MemoryStore(max_entries=max_entries), SignalExtractor(keyer), keyer)
+
+
+class Service:
+    """The engine plus what it was built from; one per process (per uvicorn worker)."""
+
+    def __init__(self, config: Config, *, model: Model | None = None) -> None:
+        """Load rules, open the store and the log; raise on a config that cannot serve.
+
+        ``model`` is the engine's model stage (None: rules alone).
+        """
+        self.config = config
+        prepared = prepare(config)
+        for warning in prepared.warnings:
+            logger.warning("%s", warning)
+        ruleset, keyer = prepared.ruleset, prepared.keyer
+        store = open_store(config.store, max_entries=config.memory_store_max_entries)
+        self.log = DecisionLog(config.decision_log) if config.decision_log else None
+        self.engine = Engine(ruleset, store, prepared.signals, keyer, self.log,
+                             config.feedback_ttl, runtime_lists=RuntimeLists(store, keyer),
+                             model=model)
+        self.challenges = Challenges(config.secret.encode(), store)
+        self.reloader = RuleReloader(config.rules, ruleset, self._install)
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _install(self, ruleset: RuleSet) -> None:
+        self.engine.ruleset = ruleset
+
+    async def start(self, effects: HostEffects = NO_HOST_EFFECTS) -> None:
+        """Start background work; ``effects`` says what it may do to the process."""
+        if effects.freeze_gc:
+            gc.freeze()
+        loop = asyncio.get_running_loop()
+        if effects.reload_on_sighup:
+            self.reloader.on_sighup(loop)
+        if effects.watch_rules:
+            self._watcher = loop.create_task(self.reloader.watch())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.engine.store.close()
+        if self.log is not None:
+            self.log.close()
