@@ -17,8 +17,9 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
+
+from harness import SHARED_DATA
 
 from riskgate.event.types import RiskEvent
 from riskgate.signals.extractor import SignalExtractor
@@ -26,10 +27,9 @@ from riskgate.signals.geoip import DatacenterLists, GeoIP
 from riskgate.signals.identity import DisposableDomains, IdentitySignals
 from riskgate.signals.keys import Keyer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MMDB = DATA / "maxmind" / "test-data"
-DC = DATA / "iplists" / "x4bnet-lists_vpn" / "datacenter"
-EMAIL = DATA / "email" / "disposable-email-domains"
+MMDB = SHARED_DATA / "maxmind" / "test-data"
+DC = SHARED_DATA / "iplists" / "x4bnet-lists_vpn" / "datacenter"
+EMAIL = SHARED_DATA / "email" / "disposable-email-domains"
 
 
 def geoip() -> GeoIP:
@@ -41,12 +41,12 @@ def geoip() -> GeoIP:
 
 
 def workload(rng: random.Random, n: int) -> list[RiskEvent]:
-    captures = json.loads((DATA / "headers" / "browser_headers.json").read_text())
+    captures = json.loads((SHARED_DATA / "headers" / "browser_headers.json").read_text())
     header_sets = [{k.lower(): v for k, v in c["headers"]} for c in captures]
-    with (DATA / "useragents" / "labelled_user_agents.csv").open(newline="") as f:
+    with (SHARED_DATA / "useragents" / "labelled_user_agents.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     bot_uas = [r["user_agent"] for r in rows if r["label"] == "bot"][:200]
-    expected = json.loads((DATA / "maxmind" / "expected_lookups.json").read_text())
+    expected = json.loads((SHARED_DATA / "maxmind" / "expected_lookups.json").read_text())
     ips = sorted({c["ip"] for db in expected["databases"].values() for c in db["lookups"]})
     ips += [f"203.0.113.{i}" for i in range(50)]
     accounts = ["alice@gmail.com", "user0042@mailinator.com", "b.o.b+promo@googlemail.com",

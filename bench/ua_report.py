@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import sys
 from collections import Counter
-from pathlib import Path
 
 import yaml
+from harness import SHARED_DATA
 
 from riskgate.signals.useragent import UAClassifier
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "useragents"
+DATA = SHARED_DATA / "useragents"
 
 
 def main(verbose: bool) -> None:
