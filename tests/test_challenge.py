@@ -133,12 +133,16 @@ def _tamper(challenge_id: str, field: int, value: str) -> str:
          "nonce longer than 64 characters"),
         (lambda ch: json.dumps([ch["id"], "1"]).encode(), 403,
          "answer must be a JSON object with id and nonce"),
-        (lambda ch: b"id=x&nonce=1", 400, "body is not JSON"),
-        (lambda ch: b"\xff\xfe", 400, "body is not JSON"),
+        (lambda ch: b"id=x&nonce=1", 400, "the body is not valid JSON"),
+        (lambda ch: b"\xff\xfe", 400, "the body is not valid JSON"),
+        (lambda ch: b"[" * 1024, 400, "the body is nested too deeply to decode; send at most a "
+                                      "few levels of objects and arrays"),
+        (lambda ch: b'{"id": "x", "nonce": 1e400}', 400,
+         "`nonce` is not a finite number; send a number within ±1.8e308"),
     ],
     ids=["wrong-nonce", "tampered-difficulty", "tampered-expiry", "tampered-mac", "made-up-id",
          "huge-id", "missing-nonce", "boolean-nonce", "long-nonce", "not-an-object", "form-body",
-         "not-utf8"],
+         "not-utf8", "nested-too-deep", "infinite-nonce"],
 )  # fmt: skip
 async def test_bad_answers_are_refused_with_a_short_reason(
     store: Store, body: object, status: int, reason: str
@@ -149,6 +153,16 @@ async def test_bad_answers_are_refused_with_a_short_reason(
     response = await post(c, body(challenge))
     assert response.status_code == status
     assert error_of(response) == reason
+
+
+async def test_another_client_posting_an_id_first_does_not_spend_it(store: Store) -> None:
+    c = make(store)
+    challenge = issue(c)
+    eavesdropper = c.binding("device-key-2", "198.51.100.0/24", "curl/8.4.0")
+    stolen = await c.check(answer(challenge), eavesdropper, NOW)
+    rightful = await c.check(answer(challenge), me(c), NOW)
+    assert (stolen.status, stolen.reason) == (403, "challenge issued to another client")
+    assert (rightful.status, rightful.reason) == (204, "passed")
 
 
 async def test_an_answer_from_another_client_is_refused(store: Store) -> None:

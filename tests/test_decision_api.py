@@ -46,6 +46,9 @@ def rules_dir(tmp_path: Path) -> Path:
     return write_rules(tmp_path, RULES, "login.yaml")
 
 
+JSON_TYPE = {"content-type": "application/json"}
+
+
 def make_client(store: str, rules: Path, log: Path, **options: int) -> TestClient:
     config = Config(secret=SECRET, store=store, rules=rules, decision_log=str(log), **options)
     return TestClient(create_app(config))
@@ -157,7 +160,14 @@ def test_the_decision_log_has_one_line_per_decision_without_raw_identities(
         (b"\xff\xfe", None, "the body is not valid JSON"),
         (b'[{"event": "login"}]', None, "the body must be a JSON object"),
         (b'{"event": "login", "ip": NaN}', None, "the body is not valid JSON"),
-        (b"[" * 4000, None, "the body is not valid JSON"),
+        (b"[" * 4000, None, "the body is nested too deeply to decode; send at most a few "
+                            "levels of objects and arrays"),
+        (b'{"event": "login", "ip": "1.2.3.4", "attributes": {"seats": 1e400}}',
+         "attributes.seats", "`attributes.seats` is not a finite number; send a number "
+                             "within ±1.8e308"),
+        (b'{"event": "login", "ip": "1.2.3.4", "attributes": {"seats": -2E+999}}',
+         "attributes.seats", "`attributes.seats` is not a finite number; send a number "
+                             "within ±1.8e308"),
         (b'{"ip": "198.51.100.7"}', "event", "`event` is required"),
         (b'{"event": 3, "ip": "198.51.100.7"}', "event", "`event` must be a string"),
         (b'{"event": "checkin", "ip": "198.51.100.7"}', "event",
@@ -220,7 +230,7 @@ def test_a_lone_surrogate_escape_is_a_400_naming_the_field_not_a_500(
 
 def test_a_valid_surrogate_pair_escape_is_decided(client: TestClient) -> None:
     response = client.post("/v1/decide", content=b'{"event": "login", "ip": "198.51.100.7", '
-                           b'"account": "\\ud83d\\ude00@example.com"}')
+                           b'"account": "\\ud83d\\ude00@example.com"}', headers=JSON_TYPE)
     assert (response.status_code, response.json()["decision"]) == (200, "allow")
 
 
@@ -228,7 +238,8 @@ def test_an_attribute_integer_past_64_bits_is_a_400_and_never_costs_a_log_line(
     client: TestClient, tmp_path: Path
 ) -> None:
     response = client.post("/v1/decide", content=b'{"event": "booking", "ip": "198.51.100.7", '
-                           b'"attributes": {"seats": 123456789012345678901234567890}}')
+                           b'"attributes": {"seats": 123456789012345678901234567890}}',
+                           headers=JSON_TYPE)
     assert response.status_code == 400
     assert response.json() == {
         "error": "attribute `seats` is out of range: integers must fit in 64 bits",
@@ -240,9 +251,27 @@ def test_an_attribute_integer_past_64_bits_is_a_400_and_never_costs_a_log_line(
     assert [line["request_id"] for line in lines] == [answer["request_id"]]
 
 
+@pytest.mark.parametrize("path", ["/v1/decide", "/v1/feedback"])
+@pytest.mark.parametrize(("content_type", "named"), [
+    (None, "no content type"), ("text/plain", "text/plain"),
+    ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),
+    ("multipart/form-data; boundary=x", "multipart/form-data"),
+])
+def test_bodies_not_sent_as_json_are_a_415_so_other_sites_cannot_post_them(
+    client: TestClient, path: str, content_type: str | None, named: str
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = client.post(path, content=b'{"event": "login", "ip": "198.51.100.7"}',
+                           headers=headers)
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": f"the body must be sent as Content-Type: application/json, not {named}",
+        "field": None}
+
+
 def test_a_body_over_max_body_bytes_is_a_413(client: TestClient) -> None:
     body = json.dumps({"event": "login", "ip": "198.51.100.7", "attributes": {"x": "a" * 5000}})
-    response = client.post("/v1/decide", content=body)
+    response = client.post("/v1/decide", content=body, headers=JSON_TYPE)
     assert response.status_code == 413
     assert response.json() == {"error": "the body is larger than 4096 bytes", "field": None}
 
@@ -250,7 +279,7 @@ def test_a_body_over_max_body_bytes_is_a_413(client: TestClient) -> None:
         yield body[:3000].encode()
         yield body[3000:].encode()
 
-    assert client.post("/v1/decide", content=chunks()).status_code == 413
+    assert client.post("/v1/decide", content=chunks(), headers=JSON_TYPE).status_code == 413
 
 
 @pytest.mark.parametrize(

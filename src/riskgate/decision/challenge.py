@@ -37,7 +37,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
-from riskgate.errors import StoreError
+from riskgate.errors import InputError, StoreError
+from riskgate.event.body import decode_json
 from riskgate.store import Put, Store
 
 PASS_COOKIE = "rg_pass"  # noqa: S105 - a cookie name, not a password
@@ -251,14 +252,15 @@ class Challenges:
     async def check(self, body: bytes, binding: ClientBinding, now: float) -> Verdict:
         """Judge one verify body; the verdict's status is 204 for a correct answer.
 
-        An authentic, unexpired id is marked used *before* the answer is judged, so it
-        is spent whether the answer is right or wrong, and whichever client sent it.
-        Forged and expired ids are refused without touching the store.
+        An authentic, unexpired id posted by the client it was issued to is marked used
+        *before* the answer is judged, so it is spent whether the answer is right or
+        wrong. Forged, expired and other clients' ids are refused without touching the
+        store, so nobody but its owner can spend an id.
         """
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return Verdict(400, "body is not JSON")
+            answer = decode_json(body)
+        except InputError as error:
+            return Verdict(400, error.message)
         if not isinstance(answer, dict):
             return Verdict(403, "answer must be a JSON object with id and nonce")
         challenge_id, nonce = answer.get("id"), answer.get("nonce")
@@ -277,10 +279,12 @@ class Challenges:
         remaining_ms = int(expires_ms) - int(now * 1000)
         if remaining_ms <= 0:
             return Verdict(403, "challenge expired")
-        if await self._reused(mac, remaining_ms, now):
-            return Verdict(403, "challenge already answered")
+        # Ownership before spending: an id someone else posts first must not be spent,
+        # or an eavesdropper could make the rightful client's answer fail.
         if not hmac.compare_digest(self._tag(salt, binding), tag):
             return Verdict(403, "challenge issued to another client")
+        if await self._reused(mac, remaining_ms, now):
+            return Verdict(403, "challenge already answered")
         if not solves(salt, nonce, int(difficulty)):
             return Verdict(403, "wrong answer")
         return Verdict(204, "passed")

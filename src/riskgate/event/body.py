@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from riskgate.errors import InputError
+
+
+def require_json(content_type: str | None) -> None:
+    """Refuse (415) a body not declared as JSON.
+
+    A browser page on another site can post a form or ``text/plain`` body anywhere
+    without a CORS preflight, but not ``application/json``: insisting on it keeps the
+    decision and feedback APIs out of reach of cross-site posts.
+
+    >>> require_json("application/json; charset=utf-8"), require_json("application/problem+json")
+    (None, None)
+    >>> require_json("text/plain")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    riskgate.errors.InputError: the body must be sent as Content-Type: application/json, ...
+    """
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+            media_type.startswith("application/") and media_type.endswith("+json")):
+        return
+    raise InputError("the body must be sent as Content-Type: application/json, not "
+                     f"{media_type or 'no content type'}", None, status=415)
 
 
 async def read_body(
@@ -42,9 +65,23 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _Overflow(float):
+    """A JSON number too large for a float (``1e400``): valid JSON, but infinity in
+    Python, which no counter, log line or rule can use. Kept as a marker so the
+    decoder can name the field instead of silently taking infinity."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else _Overflow(value)
+
+
 #: A ``\\uD800``-``\\uDFFF`` escape: JSON can spell a lone UTF-16 surrogate, which decodes
 #: to a ``str`` that cannot be encoded (hashed, stored, logged or answered) as UTF-8.
 _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+#: An exponent or a run of digits long enough to overflow a float; a body without one
+#: cannot hold an overflowing number, so most bodies skip the search for one.
+_BIG_NUMBER: Final = re.compile(rb"[eE][+]?\d{3}|\d{300}")
 
 
 def fits_64_bits(number: int) -> bool:
@@ -61,37 +98,81 @@ def encodable(text: str) -> bool:
     return True
 
 
-def _lone_surrogate_path(value: Any, path: str) -> str | None:
-    """The JSON path of the first string (key or value) holding a lone surrogate."""
-    if isinstance(value, str):
-        return None if encodable(value) else path
+def _first_path(value: Any, bad: Callable[[Any], bool], path: str = "") -> str | None:
+    """The JSON path of the first value (or key) that ``bad`` refuses, depth first."""
+    if bad(value):
+        return path
     items: Any = value.items() if isinstance(value, dict) else (
         enumerate(value) if isinstance(value, list) else ())
     for key, item in items:
-        name = str(key)
-        if not encodable(name):
-            return f"{path}.{name}" if path else name
-        found = _lone_surrogate_path(item, f"{path}.{name}" if path else name)
+        name = f"{path}.{key}" if path else str(key)
+        if bad(key):
+            return name
+        found = _first_path(item, bad, name)
         if found is not None:
             return found
     return None
 
 
+def _lone_surrogate(value: Any) -> bool:
+    return isinstance(value, str) and not encodable(value)
+
+
+def _overflow(value: Any) -> bool:
+    return isinstance(value, _Overflow)
+
+
 #: Built once: ``json.loads`` with options builds a new decoder on every call.
-_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Decode a request body that must be one JSON object, or raise InputError."""
+def decode_json(body: bytes) -> Any:
+    """Decode a client's JSON body, or raise InputError (400) saying what is wrong.
+
+    The one decoder every body a client sends goes through (decision API, feedback,
+    admin, challenge answers, and the gateway's reading of bodies it scores), so each
+    refuses the same things the same way: bytes that are not UTF-8 JSON, nesting too
+    deep to decode, ``NaN``/``Infinity``, and numbers too large for a float, the last
+    naming the field (``InputError.field``) that holds one.
+
+    >>> decode_json(b'{"seats": 2, "rate": 0.5}')
+    {'seats': 2, 'rate': 0.5}
+    >>> decode_json(b'{"attributes": {"seats": 1e400}}')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    riskgate.errors.InputError: `attributes.seats` is not a finite number; send a number ...
+    >>> decode_json(b"[" * 5000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    riskgate.errors.InputError: the body is nested too deeply to decode; ...
+    """
     try:
         # RFC 8259: JSON between systems is UTF-8; bytes that are not raise ValueError.
         payload = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise InputError("the body is nested too deeply to decode; send at most a few "
+                         "levels of objects and arrays", None) from None
+    except ValueError:
         raise InputError("the body is not valid JSON", None) from None
+    if _BIG_NUMBER.search(body):
+        found = _first_path(payload, _overflow)
+        if found is not None:
+            raise InputError(f"`{found}` is not a finite number; send a number within "
+                             "±1.8e308", found)
+    return payload
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object, or raise InputError.
+
+    Strings must also be valid Unicode: what riskgate itself is asked to keep (ids,
+    attributes, headers) must encode as UTF-8 to be keyed, stored and logged.
+    """
+    payload = decode_json(body)
     if not isinstance(payload, dict):
         raise InputError("the body must be a JSON object", None)
     if _SURROGATE_ESCAPE.search(body):
-        found = _lone_surrogate_path(payload, "")
+        found = _first_path(payload, _lone_surrogate)
         if found is not None:
             field_path = found.encode("utf-8", "backslashreplace").decode()
             raise InputError(

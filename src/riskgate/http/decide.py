@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from riskgate.errors import InputError, StoreError
 from riskgate.event.api import event_from_api
-from riskgate.event.body import parse_json_object, read_body
+from riskgate.event.body import parse_json_object, read_body, require_json
 from riskgate.event.types import OUTCOMES, new_request_id
 from riskgate.service import Service
 
@@ -42,6 +42,7 @@ async def decide(service: Service, body: bytes) -> bytes:
 
 async def feedback(service: Service, request: Request) -> Response:
     """``POST /v1/feedback``: an outcome for a recent decision; 204, 404 or 503."""
+    require_json(request.headers.get("content-type"))
     body = await read_body(request.receive, request.headers.get("content-length"),
                            service.config.max_body_bytes)
     payload = parse_json_object(body)
@@ -81,10 +82,12 @@ class DecisionAPI:
             await self.app(scope, receive, send)
             return
         service = self._service()
-        content_length = None
+        content_length = content_type = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 content_length = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
         status = 200
         headers = _JSON_HEADERS
         try:
@@ -95,6 +98,7 @@ class DecisionAPI:
             elif service is None:
                 status, answer = 503, orjson.dumps({"error": "riskgate is starting"})
             else:
+                require_json(content_type)
                 body = await read_body(receive, content_length, service.config.max_body_bytes)
                 answer = await decide(service, body)
         except InputError as error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +14,8 @@ from starlette.requests import cookie_parser
 from starlette.routing import compile_path
 
 from riskgate.config import IPNetwork, Route, ValueSource
-from riskgate.event.body import encodable, fits_64_bits
+from riskgate.errors import InputError
+from riskgate.event.body import decode_json, encodable, fits_64_bits
 from riskgate.event.ip import parse_ip
 from riskgate.event.types import IPAddress
 
@@ -164,8 +164,8 @@ def parse_body_fields(content_type: str, body: bytes) -> Mapping[str, Any]:
             return {}
     if media_type == "application/json" or media_type.endswith("+json"):
         try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError):
+            payload = decode_json(body)
+        except InputError:
             return {}
         return payload if isinstance(payload, dict) else {}
     return {}
