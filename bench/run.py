@@ -47,7 +47,7 @@ from harness import HERE, ROOT, BenchError, redis_server, run_script, seconds
 
 #: The reverse-proxy measurement, selected with the decide servers in --servers.
 PROXY = "proxy"
-MICRO_BENCHES = ("rules_bench.py", "signals_bench.py")
+MICRO_BENCHES = ("rules_bench.py", "signals_bench.py", "header_flood.py")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -251,6 +251,27 @@ def test_an_attribute_integer_past_64_bits_is_a_400_and_never_costs_a_log_line(
     assert [line["request_id"] for line in lines] == [answer["request_id"]]
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "error"),
+    [
+        ({"headers": {"accept": "a" * 4097}}, "headers.accept",
+         "header `accept` is longer than 4096 characters"),
+        ({"attributes": {"promo_code": "a" * 4097}}, "attributes.promo_code",
+         "attribute `promo_code` is longer than 4096 characters"),
+        ({"user_agent": "a" * 4097}, "user_agent", "`user_agent` is longer than 4096 characters"),
+    ],
+)
+def test_text_longer_than_any_parser_should_see_is_a_400_naming_the_field(
+    store_uri: str, rules_dir: Path, tmp_path: Path, body: dict[str, object], field: str,
+    error: str,
+) -> None:
+    with make_client(store_uri, rules_dir, tmp_path / "decisions.jsonl") as client:
+        response = client.post("/v1/decide",
+                               json={"event": "login", "ip": "198.51.100.7", **body})
+    assert response.status_code == 400
+    assert response.json() == {"error": error, "field": field}
+
+
 @pytest.mark.parametrize("path", ["/v1/decide", "/v1/feedback"])
 @pytest.mark.parametrize(("content_type", "named"), [
     (None, "no content type"), ("text/plain", "text/plain"),

@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from riskgate.config import load_config
     from riskgate.http.app import CONFIG_ENV
+    from riskgate.http.server import MAX_HEADER_BYTES_ENV
     from riskgate.service import prepare
 
     config = load_config(args.config)
@@ -47,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"riskgate: warning: memory:// is per process, so each of the {args.workers} "
               "workers counts alone; use redis:// to share counters", file=sys.stderr)
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    os.environ[MAX_HEADER_BYTES_ENV] = str(config.max_header_bytes)
     # proxy_headers=False: riskgate applies trusted_proxies itself (CONTRACT §3);
     # uvicorn's own handling would trust X-Forwarded-For from 127.0.0.1 before we look.
     # As a reverse proxy, the upstream's Date and Server headers pass through unchanged
@@ -54,7 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
     own_headers = config.upstream is None
     uvicorn.run("riskgate.http.app:create_app_from_env", factory=True, host=args.host,
                 port=args.port, workers=args.workers, access_log=False, log_level="info",
-                proxy_headers=False, server_header=own_headers, date_header=own_headers)
+                proxy_headers=False, server_header=own_headers, date_header=own_headers,
+                http="riskgate.http.server:BoundedHeadProtocol")
     return EXIT_OK
 
 

@@ -110,6 +110,9 @@ class Config:
     device_id: ValueSource = ValueSource("header", "x-device-id")
     routes: tuple[Route, ...] = ()
     max_body_bytes: int = 65536
+    #: The request line and headers together, in bytes; larger heads are answered 431
+    #: by the server before any parser or cache of riskgate's sees them.
+    max_header_bytes: int = 32768
     challenge_status: int = 403
     admin_tokens: tuple[str, ...] = ()
     #: Reload rules when a file under ``rules`` changes (SIGHUP and the admin API always work).
@@ -211,6 +214,50 @@ class _Checker:
 
 _TOP_KEYS: Final = tuple(f for f in Config.__dataclass_fields__ if f != "source")
 _ROUTE_KEYS: Final = ("path", "method", "event", "account", "attributes", "failure_statuses")
+
+
+#: Numeric keys: (type, smallest, largest, what the unit is). A value out of range is a
+#: start-up error rather than a fault later (``feedback_ttl: 0`` made every Redis batch
+#: fail, as Redis refuses a zero expiry).
+_NUMBERS: Final[dict[str, tuple[type, int, int, str]]] = {
+    "max_body_bytes": (int, 1, 64 * 2**20, "bytes"),
+    "max_header_bytes": (int, 1024, 2**20, "bytes"),
+    "challenge_status": (int, 400, 499, "a 4xx status"),
+    "memory_store_max_entries": (int, 1000, 10**9, "entries"),
+    "feedback_ttl": (float, 1, 7 * 86400, "seconds"),
+}
+
+
+def _number(check: _Checker, node: yaml.Node, key: str) -> Any:
+    kind, lowest, highest, unit = _NUMBERS[key]
+    if kind is int:
+        number = check.typed(node, key, int, "a whole number")
+    else:
+        number = check.typed(node, key, (int, float), f"a number of {unit}")
+    if number is None:
+        return None
+    if key == "challenge_status" and not lowest <= number <= highest:
+        # A 2xx or 3xx would tell clients (and caches) the request went through.
+        check.problem(node, f"challenge_status must be a 4xx status such as 403 or 429, "
+                            f"not {number}")
+    elif number < lowest:
+        check.problem(node, f"{key} must be positive" if lowest == 1 and kind is int
+                      else f"{key} must be at least {lowest} {unit}, not {number}")
+    elif number > highest:
+        check.problem(node, f"{key} must be at most {highest} {unit}, not {number}")
+    return kind(number)
+
+
+def _admin_token(check: _Checker, node: yaml.Node) -> str | None:
+    known = len(check.problems)
+    token: str | None = check.typed(node, "admin_tokens", str, "a list of strings")
+    if token is not None and len(check.problems) == known and (
+            len(token.strip()) < _MIN_SECRET_LENGTH):
+        # An empty or short token (an empty ${VAR} gives "") would let a header of
+        # blanks, or a guess, into /admin.
+        check.problem(node, f"admin_tokens: a token is {len(token.strip())} characters long; "
+                      f"use a random value of at least {_MIN_SECRET_LENGTH}")
+    return token
 
 
 def _parse_upstream(text: str) -> str:
@@ -329,8 +376,7 @@ def load_config(path: str | Path) -> Config:
             values[key] = tuple(check.convert(n, key, _parse_network)
                                 for n in check.sequence(node, key))
         elif key == "admin_tokens":
-            values[key] = tuple(check.typed(n, key, str, "a list of strings")
-                                for n in check.sequence(node, key))
+            values[key] = tuple(_admin_token(check, n) for n in check.sequence(node, key))
         elif key == "device_id":
             values[key] = check.convert(node, key, ValueSource.parse)
         elif key == "geoip":
@@ -353,19 +399,10 @@ def load_config(path: str | Path) -> Config:
         elif key == "routes":
             values[key] = tuple(_load_route(check, n, i)
                                 for i, n in enumerate(check.sequence(node, key)))
-        elif key in ("max_body_bytes", "challenge_status", "memory_store_max_entries"):
-            number = check.typed(node, key, int, "a whole number")
-            if number is not None and number <= 0:
-                check.problem(node, f"{key} must be positive")
-            elif key == "challenge_status" and number is not None and not 400 <= number <= 499:
-                # A 2xx or 3xx would tell clients (and caches) the request went through.
-                check.problem(node, f"challenge_status must be a 4xx status such as 403 or "
-                                    f"429, not {number}")
-            values[key] = number
+        elif key in _NUMBERS:
+            values[key] = _number(check, node, key)
         elif key == "watch_rules":
             values[key] = check.typed(node, key, bool, "true or false")
-        elif key == "feedback_ttl":
-            values[key] = float(check.typed(node, key, (int, float), "a number of seconds") or 0)
     secret = values.get("secret")
     if secret is None and "secret" not in entries:
         check.problem(root, "`secret` is missing; set `secret: ${RISKGATE_SECRET}` and export "

@@ -9,10 +9,9 @@ from typing import Any, Final
 from riskgate.errors import InputError
 from riskgate.event.body import fits_64_bits, parse_json_object
 from riskgate.event.ip import parse_ip
-from riskgate.event.types import EVENTS, RiskEvent
+from riskgate.event.types import EVENTS, MAX_TEXT, RiskEvent
 
 _API_KEYS: Final = ("event", "ip", "account", "device_id", "user_agent", "headers", "attributes")
-_MAX_TEXT = 4096
 
 
 def _optional_text(payload: Mapping[str, Any], name: str) -> str | None:
@@ -21,8 +20,8 @@ def _optional_text(payload: Mapping[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InputError(f"`{name}` must be a string", name)
-    if len(value) > _MAX_TEXT:
-        raise InputError(f"`{name}` is longer than {_MAX_TEXT} characters", name)
+    if len(value) > MAX_TEXT:
+        raise InputError(f"`{name}` is longer than {MAX_TEXT} characters", name)
     return value
 
 
@@ -35,6 +34,9 @@ def _headers(value: Any) -> dict[str, str]:
     for name, header in value.items():
         if not isinstance(header, str):
             raise InputError(f"header `{name}` must be a string", f"headers.{name}")
+        if len(header) > MAX_TEXT:
+            raise InputError(f"header `{name}` is longer than {MAX_TEXT} characters",
+                             f"headers.{name}")
         headers[name.lower()] = header
     return headers
 
@@ -50,6 +52,9 @@ def _attributes(value: Any) -> dict[str, Any]:
                 f"attribute `{name}` must be a string, number, boolean or null",
                 f"attributes.{name}",
             )
+        if isinstance(attribute, str) and len(attribute) > MAX_TEXT:
+            raise InputError(f"attribute `{name}` is longer than {MAX_TEXT} characters",
+                             f"attributes.{name}")
         if isinstance(attribute, int) and not fits_64_bits(attribute):
             raise InputError(f"attribute `{name}` is out of range: integers must fit in 64 bits",
                              f"attributes.{name}")

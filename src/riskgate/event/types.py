@@ -50,6 +50,21 @@ class RiskEvent:
     challenge_passed: bool = False
 
 
+#: The longest text riskgate reads from a request field or header. The decision API
+#: refuses longer values (400); the gateway modes, which cannot refuse an upstream's
+#: request for it, cut them here. Either way no parser, cache or counter ever sees more.
+MAX_TEXT: Final = 4096
+
+
+def capped(text: str) -> str:
+    """``text`` cut to :data:`MAX_TEXT` characters.
+
+    >>> len(capped("x" * 10_000)), capped("short")
+    (4096, 'short')
+    """
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT]
+
+
 def new_request_id() -> str:
     """A unique, unguessable request id (96 random bits, hex)."""
     return os.urandom(12).hex()

@@ -31,7 +31,7 @@ from riskgate.config import Config, Route, ValueSource
 from riskgate.decision.challenge import PASS_COOKIE, Challenges, ClientBinding
 from riskgate.engine.core import Decision, Engine
 from riskgate.errors import StoreError
-from riskgate.event.types import IPAddress, RiskEvent, new_request_id
+from riskgate.event.types import IPAddress, RiskEvent, capped, new_request_id
 from riskgate.http.challenge import challenge_response, verify, wants_html
 from riskgate.http.request import (
     RequestView,
@@ -117,7 +117,7 @@ class Gateway:
             time=now,
             account=reader.text(match.route.account),
             device_id=reader.text(self.config.device_id),
-            user_agent=view.headers.get("user-agent") or None,
+            user_agent=capped(view.headers.get("user-agent", "")) or None,
             headers=request_headers(view.headers),
             attributes={name: value for name, value in attributes.items() if value is not None},
             challenge_passed=self.challenges.pass_valid(reader.text(_PASS_SOURCE), binding, now),

@@ -17,7 +17,7 @@ from riskgate.config import IPNetwork, Route, ValueSource
 from riskgate.errors import InputError
 from riskgate.event.body import decode_json, encodable, fits_64_bits
 from riskgate.event.ip import parse_ip
-from riskgate.event.types import IPAddress
+from riskgate.event.types import IPAddress, capped
 
 #: Stands in for a peer with no IP address (a Unix socket): one shared, untrusted client.
 _UNKNOWN_PEER: Final = ipaddress.IPv4Address("0.0.0.0")
@@ -201,6 +201,8 @@ class ValueReader:
             value: Any = self._view.headers.get(source.name)
         else:
             value = _field_value(self._table(source.kind).get(source.name))
+        if isinstance(value, str):
+            value = capped(value)
         return None if value == "" else value
 
     def text(self, source: ValueSource | None) -> str | None:
@@ -209,7 +211,9 @@ class ValueReader:
 
 
 def request_headers(headers: Headers) -> dict[str, str]:
+    """The headers as the engine reads them: names lower-case, repeats joined, each
+    value cut to ``MAX_TEXT`` before any signal parses it."""
     merged: dict[str, str] = {}
     for name, value in headers.items():  # Headers.items() already lower-cases names
-        merged[name] = f"{merged[name]}, {value}" if name in merged else value
+        merged[name] = capped(f"{merged[name]}, {value}" if name in merged else value)
     return merged

@@ -18,6 +18,8 @@ from typing import Final, Literal
 from ua_parser import Parser, load_lazy_builtins
 from ua_parser.regex import Resolver as RegexResolver  # the Rust backend, or ImportError
 
+from riskgate.event.types import capped
+
 DeviceType = Literal["desktop", "mobile", "tablet", "bot", "other"]
 
 # Tokens that only programs put in a User-Agent. Grouped by the kind of client so a new
@@ -153,7 +155,9 @@ class UAClassifier:
         self._cached = functools.lru_cache(maxsize=cache_size)(self._classify)
 
     def __call__(self, user_agent: str) -> UAInfo:
-        return self._cached(user_agent)
+        # Cut before the cache and the parser: every mode caps the strings it takes in,
+        # and this keeps a megabyte agent from reaching the regexes or the cache anyway.
+        return self._cached(capped(user_agent))
 
     def cache_info(self) -> functools._CacheInfo:
         """Hits, misses and size of the per-string cache."""

@@ -1,0 +1,118 @@
+"""A large-header attack on the reverse proxy: does ``/healthz`` stay fast? (issue 14)
+
+Starts a trivial upstream and ``riskgate serve`` in proxy mode on the shipped rules
+(memory store), measures ``GET /healthz`` latency idle, then again while attacker
+threads post to a scored route (``/api/login``) with a 1 MB ``User-Agent`` as fast as
+they can. Before the server bounded request heads, one such request froze every
+request of the gateway for about a second. Goal: the median under attack stays within
+2 x the idle median (the p99 is printed too; on a 2-core machine the attacker's own
+threads compete for the CPU). All on 127.0.0.1, bounded in requests and time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from harness import (
+    ROOT,
+    Child,
+    free_port,
+    riskgate_argv,
+    riskgate_config,
+    stopping,
+    uvicorn_argv,
+)
+from proxy_bench import PROXY_ROUTES
+
+PROBES = 400
+ATTACKERS = 4
+ATTACK_LIMIT_S = 30.0
+HUGE_AGENT = "Mozilla/5.0 " + "A" * 2**20
+GOAL = 2.0
+
+
+def probe_latencies(port: int, count: int) -> list[float]:
+    """``count`` sequential /healthz requests on one kept-alive connection, in ms."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    latencies = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"/healthz answered {response.status}")
+            latencies.append((time.perf_counter() - started) * 1000)
+    finally:
+        conn.close()
+    return latencies
+
+
+def attack(port: int, stop: threading.Event, statuses: list[int]) -> None:
+    """Post a 1 MB User-Agent to a scored route until ``stop``; record each answer."""
+    head = (f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {HUGE_AGENT}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").encode()
+    deadline = time.monotonic() + ATTACK_LIMIT_S
+    while not stop.is_set() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 10) \
+                as conn:
+            with contextlib.suppress(OSError):
+                conn.sendall(head)
+            line = conn.makefile("rb").readline()
+            statuses.append(int(line.split()[1]) if line else 0)
+
+
+def summary(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="riskgate-flood-") as name:
+        tmp = Path(name)
+        children: list[Child] = []
+        with stopping(children):
+            upstream_port, gateway_port = free_port(), free_port()
+            children.append(Child.listening(
+                "upstream", uvicorn_argv("baselines:upstream_app", upstream_port),
+                upstream_port, tmp / "upstream.log"))
+            config = riskgate_config(
+                tmp / "riskgate.yaml", "memory://", ROOT / "rules", None,
+                f"upstream: http://127.0.0.1:{upstream_port}\n" + PROXY_ROUTES)
+            children.append(Child.listening("riskgate", riskgate_argv(config, gateway_port),
+                                            gateway_port, tmp / "riskgate.log"))
+            probe_latencies(gateway_port, 50)  # warm-up
+            idle = summary(probe_latencies(gateway_port, PROBES))
+            stop, statuses = threading.Event(), []
+            attackers = [threading.Thread(target=attack, args=(gateway_port, stop, statuses))
+                         for _ in range(ATTACKERS)]
+            for thread in attackers:
+                thread.start()
+            try:
+                time.sleep(0.5)  # let the flood build up
+                flooded = summary(probe_latencies(gateway_port, PROBES))
+            finally:
+                stop.set()
+                for thread in attackers:
+                    thread.join(ATTACK_LIMIT_S + 15)
+    ratios = [flooded[i] / idle[i] if idle[i] else float("inf") for i in (0, 1)]
+    verdict = "meets" if ratios[0] <= GOAL else "MISSES"
+    refused = sum(1 for status in statuses if status == 431)
+    print(f"header flood: /healthz p50 {idle[0]:.2f} ms idle, {flooded[0]:.2f} ms under attack "
+          f"({ratios[0]:.2f}x, goal <= {GOAL:g}x {verdict}); p99 {idle[1]:.2f} -> "
+          f"{flooded[1]:.2f} ms ({ratios[1]:.2f}x); {len(statuses)} attack requests of 1 MB, "
+          f"{refused} answered 431")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
