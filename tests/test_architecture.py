@@ -18,13 +18,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 RANKS = {
     "riskgate": 0, "errors": 0,
     "event": 1, "store": 1,
-    "config": 2, "decision": 2, "model": 2,
-    "signals": 3, "observability": 3,
-    "rules": 4,
-    "engine": 5,
-    "service": 6,
-    "replay": 7, "http": 7,
-    "cli": 8, "__main__": 9,
+    "decision": 2, "model": 2,
+    "config": 3,
+    "signals": 4, "observability": 4,
+    "rules": 5,
+    "engine": 6,
+    "service": 7,
+    "replay": 8, "http": 8,
+    "cli": 9, "__main__": 10,
 }
 #: Only the HTTP adapter speaks HTTP.
 HTTP_ONLY = ("starlette",)

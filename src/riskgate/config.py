@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from riskgate.decision.verdict import Action
 from riskgate.errors import ConfigError, Problem
 from riskgate.event.types import EVENTS, EventName
 from riskgate.store import registry
@@ -57,6 +58,18 @@ class ValueSource:
         return f"{self.kind}:{self.name}"
 
 
+#: What a request gets while the store cannot be reached: ``rules`` decide on what is
+#: left (signals, no counters), or this action is taken (a rule's ``block`` still blocks
+#: under ``allow``, as with any allow entry).
+FailMode = Literal["rules", "allow", "challenge", "block"]
+FAIL_MODES: Final[tuple[FailMode, ...]] = get_args(FailMode)
+
+
+def fail_action(mode: FailMode) -> Action | None:
+    """The action a fail mode takes; None for ``rules``."""
+    return None if mode == "rules" else mode
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A protected route of the upstream and how to read its request."""
@@ -67,6 +80,8 @@ class Route:
     account: ValueSource | None = None
     attributes: Mapping[str, ValueSource] = field(default_factory=dict)
     failure_statuses: frozenset[int] = frozenset()
+    #: None: the configuration's top-level ``fail_mode``.
+    fail_mode: FailMode | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +136,11 @@ class Config:
     decision_log: str | None = "-"
     #: How long a decision can still receive feedback, in seconds.
     feedback_ttl: float = 900.0
+    #: How long a decision waits for the store before it goes on without it, in seconds;
+    #: the first such timeout opens the store's circuit breaker (store/breaker.py).
+    store_timeout: float = 0.1
+    #: What requests get while the store is unreachable (routes may set their own).
+    fail_mode: FailMode = "rules"
     #: The ``memory://`` store's cap on entries, so a flood cannot exhaust memory.
     memory_store_max_entries: int = 1_000_000
     source: Path | None = None
@@ -213,18 +233,20 @@ class _Checker:
 
 
 _TOP_KEYS: Final = tuple(f for f in Config.__dataclass_fields__ if f != "source")
-_ROUTE_KEYS: Final = ("path", "method", "event", "account", "attributes", "failure_statuses")
+_ROUTE_KEYS: Final = ("path", "method", "event", "account", "attributes", "failure_statuses",
+                      "fail_mode")
 
 
 #: Numeric keys: (type, smallest, largest, what the unit is). A value out of range is a
 #: start-up error rather than a fault later (``feedback_ttl: 0`` made every Redis batch
 #: fail, as Redis refuses a zero expiry).
-_NUMBERS: Final[dict[str, tuple[type, int, int, str]]] = {
+_NUMBERS: Final[dict[str, tuple[type, float, float, str]]] = {
     "max_body_bytes": (int, 1, 64 * 2**20, "bytes"),
     "max_header_bytes": (int, 1024, 2**20, "bytes"),
     "challenge_status": (int, 400, 499, "a 4xx status"),
     "memory_store_max_entries": (int, 1000, 10**9, "entries"),
     "feedback_ttl": (float, 1, 7 * 86400, "seconds"),
+    "store_timeout": (float, 0.005, 10, "seconds"),
 }
 
 
@@ -242,9 +264,9 @@ def _number(check: _Checker, node: yaml.Node, key: str) -> Any:
                             f"not {number}")
     elif number < lowest:
         check.problem(node, f"{key} must be positive" if lowest == 1 and kind is int
-                      else f"{key} must be at least {lowest} {unit}, not {number}")
+                      else f"{key} must be at least {lowest:g} {unit}, not {number}")
     elif number > highest:
-        check.problem(node, f"{key} must be at most {highest} {unit}, not {number}")
+        check.problem(node, f"{key} must be at most {highest:.0f} {unit}, not {number}")
     return kind(number)
 
 
@@ -284,6 +306,13 @@ def _parse_network(text: str) -> IPNetwork:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise ValueError(f"`{text}` is not an IP network such as 10.0.0.0/8 or ::1/128") from None
+
+
+def _parse_fail_mode(text: str) -> FailMode:
+    for mode in FAIL_MODES:
+        if text == mode:
+            return mode
+    raise ValueError(f"`{text}` is not a fail mode; use one of {', '.join(FAIL_MODES)}")
 
 
 def _parse_event(text: str) -> EventName:
@@ -326,9 +355,12 @@ def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
         if event != "login" and statuses:
             check.problem(entries["failure_statuses"],
                           f"{what}.failure_statuses only applies to login routes")
+    fail_mode = check.convert(entries["fail_mode"], f"{what}.fail_mode", _parse_fail_mode) \
+        if "fail_mode" in entries else None
     if path is None or event is None or method is None:
         return None
-    return Route(path, method.upper(), event, account, attributes, frozenset(statuses))
+    return Route(path, method.upper(), event, account, attributes, frozenset(statuses),
+                 fail_mode)
 
 
 def load_config(path: str | Path) -> Config:
@@ -403,6 +435,8 @@ def load_config(path: str | Path) -> Config:
             values[key] = _number(check, node, key)
         elif key == "watch_rules":
             values[key] = check.typed(node, key, bool, "true or false")
+        elif key == "fail_mode":
+            values[key] = check.convert(node, key, _parse_fail_mode)
     secret = values.get("secret")
     if secret is None and "secret" not in entries:
         check.problem(root, "`secret` is missing; set `secret: ${RISKGATE_SECRET}` and export "

@@ -40,6 +40,7 @@ from riskgate.rules.runtime_lists import RuntimeLists
 from riskgate.signals.extractor import SignalExtractor
 from riskgate.signals.keys import Keyer
 from riskgate.store import MemoryStore, open_store
+from riskgate.store.breaker import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,9 @@ class Service:
         for warning in prepared.warnings:
             logger.warning("%s", warning)
         ruleset, keyer = prepared.ruleset, prepared.keyer
-        store = open_store(config.store, max_entries=config.memory_store_max_entries)
+        store = CircuitBreaker(
+            open_store(config.store, max_entries=config.memory_store_max_entries),
+            deadline=config.store_timeout)
         self.log = DecisionLog(config.decision_log) if config.decision_log else None
         self.engine = Engine(ruleset, store, prepared.signals, keyer, self.log,
                              config.feedback_ttl, runtime_lists=RuntimeLists(store, keyer),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from riskgate.decision.verdict import Match, Verdict, decide
+from riskgate.decision.verdict import Action, Match, Verdict, decide
 from riskgate.engine.batch import Batch
 from riskgate.engine.counters import CounterPlanner
 from riskgate.engine.feedback import FeedbackRecord, record_key
@@ -32,6 +32,9 @@ from riskgate.signals.keys import Keyer
 from riskgate.store import Get, Op, Result, Store
 
 logger = logging.getLogger(__name__)
+
+#: The reason a decision names when a route's ``fail_mode`` decided it (store down).
+STORE_UNAVAILABLE_RULE = "store-unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +88,18 @@ class Engine:
         #: The model stage; None: rules alone.
         self.model = model
 
-    async def decide(self, event: RiskEvent) -> Decision:
+    async def decide(self, event: RiskEvent, *, fail_mode: Action | None = None) -> Decision:
+        """Decide ``event``; ``fail_mode`` is the action taken while the store is
+        unreachable (None: the rules decide on what is left)."""
         started = time.perf_counter()
         facts = self._signals.facts(event)
         return await self.decide_facts(event.request_id, event.event, facts, event.time,
-                                       degraded=self._signals.degraded, started=started)
+                                       degraded=self._signals.degraded, started=started,
+                                       fail_mode=fail_mode)
 
     async def decide_facts(
         self, request_id: str, event: EventName, facts: dict[str, Any], now: float, *,
-        degraded: bool = False, started: float | None = None,
+        degraded: bool = False, started: float | None = None, fail_mode: Action | None = None,
     ) -> Decision:
         """Decide from facts already extracted: stages → rules → decision → log.
 
@@ -124,7 +130,11 @@ class Engine:
             results = await batch.send(self.store, now)
         except StoreError as exc:
             degraded = True
-            logger.warning("deciding %s without counters: %s", request_id, exc)
+            # Debug only: while the store is down every decision lands here, and the
+            # breaker has already said why, once (store/breaker.py).
+            logger.debug("deciding %s without counters: %s", request_id, exc)
+            if fail_mode is not None:
+                listed.append(Match(STORE_UNAVAILABLE_RULE, 0.0, fail_mode))
         else:
             counters = {name: float(value) for name, value in zip(names, results["counters"],
                                                                    strict=True)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from riskgate.config import fail_action
 from riskgate.errors import InputError, StoreError
 from riskgate.event.api import event_from_api
 from riskgate.event.body import parse_json_object, read_body, require_json
@@ -25,7 +26,8 @@ _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 async def decide(service: Service, body: bytes) -> bytes:
     """A decision API request body in, the contract's JSON answer out."""
     event = event_from_api(body, new_request_id(), time.time())
-    decision = await service.engine.decide(event)
+    decision = await service.engine.decide(event,
+                                           fail_mode=fail_action(service.config.fail_mode))
     verdict = decision.verdict
     return orjson.dumps(
         {

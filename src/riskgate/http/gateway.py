@@ -27,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from riskgate.config import Config, Route, ValueSource
+from riskgate.config import Config, Route, ValueSource, fail_action
 from riskgate.decision.challenge import PASS_COOKIE, Challenges, ClientBinding
 from riskgate.engine.core import Decision, Engine
 from riskgate.errors import StoreError
@@ -127,7 +127,8 @@ class Gateway:
     async def score(self, match: RouteMatch, view: RequestView) -> Scored:
         now = time.time()
         event, binding = self.build_event(match, view, new_request_id(), now)
-        decision = await self.engine.decide(event)
+        fail_mode = fail_action(match.route.fail_mode or self.config.fail_mode)
+        decision = await self.engine.decide(event, fail_mode=fail_mode)
         return Scored(decision, event, binding, match.route, view.method)
 
     async def refuses_unscored(self, view: RequestView) -> bool:
