@@ -7,10 +7,12 @@ decisions a second with latencies up to 3.8 s, and answers stayed slow for 4.4 s
 after Redis came back.
 
 With it, each call has a short ``deadline``. The first call that fails (a timeout,
-a refused connection) opens the circuit: from then on calls fail at once with
-:class:`StoreError`, so decisions go on, degraded, at the offered rate. After
-``retry_after`` seconds one call is let through as a probe; if it succeeds the circuit
-closes, if not it stays open for another ``retry_after``.
+a refused connection) opens the circuit, and the calls still waiting give up with it:
+they wait on the same stalled store. From then on calls fail at once with
+:class:`StoreError`, so decisions go on, degraded, at the offered rate. Meanwhile a
+background probe asks the store's ``health`` every ``retry_after`` seconds and closes
+the circuit when it answers; no request waits on a probe. So a stall costs any one
+request at most ``deadline``.
 
 >>> import asyncio
 >>> from riskgate.store.memory import MemoryStore
@@ -23,8 +25,8 @@ closes, if not it stays open for another ``retry_after``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Sequence
 
 from riskgate.errors import StoreError
@@ -40,23 +42,30 @@ class CircuitBreaker(Store):
         self.inner = inner
         self.deadline = deadline
         self.retry_after = retry_after
-        #: When an open circuit lets its next probe through (monotonic seconds), or None.
-        self._open_until: float | None = None
-        self._probing = False
+        #: The task asking an unreachable store until it answers; None: circuit closed.
+        self._prober: asyncio.Task[None] | None = None
         self._reason = ""
+        #: The deadlines of the calls now waiting on the store, to end them on a trip.
+        self._waiting: set[asyncio.Timeout] = set()
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.inner!r}, deadline={self.deadline})"
 
     @property
     def is_open(self) -> bool:
-        return self._open_until is not None
+        return self._prober is not None
 
     async def apply(self, ops: Sequence[Op], now: float) -> list[Result]:
-        probe = self._admit()
+        if self._prober is not None:
+            raise StoreError(f"{self.inner!r} is unavailable ({self._reason}); failing fast "
+                             f"until it answers again (checked every {self.retry_after:g} s)")
         try:
-            async with asyncio.timeout(self.deadline):
-                results = await self.inner.apply(ops, now)
+            async with asyncio.timeout(self.deadline) as deadline:
+                self._waiting.add(deadline)
+                try:
+                    return await self.inner.apply(ops, now)
+                finally:
+                    self._waiting.discard(deadline)
         except TimeoutError:
             self._trip(f"no answer within {self.deadline:g} s")
             raise StoreError(f"{self.inner!r}: no answer within {self.deadline:g} s; "
@@ -64,34 +73,41 @@ class CircuitBreaker(Store):
         except StoreError as exc:
             self._trip(str(exc))
             raise
-        finally:
-            if probe:
-                self._probing = False
-        if self._open_until is not None:
-            logger.warning("store %r answers again; circuit closed", self.inner)
-            self._open_until = None
-        return results
-
-    def _admit(self) -> bool:
-        """Let a call through (True when it is the open circuit's probe), or raise."""
-        if self._open_until is None:
-            return False
-        if self._probing or time.monotonic() < self._open_until:
-            raise StoreError(f"{self.inner!r} is unavailable ({self._reason}); failing fast "
-                             f"and retrying every {self.retry_after:g} s")
-        self._probing = True
-        return True
 
     def _trip(self, reason: str) -> None:
-        if self._open_until is None:
-            logger.warning("store %r failed (%s); circuit open, failing fast", self.inner,
-                           reason)
+        if self._prober is not None:
+            return
+        logger.warning("store %r failed (%s); circuit open, failing fast", self.inner, reason)
         self._reason = reason
-        self._open_until = time.monotonic() + self.retry_after
+        self._prober = asyncio.get_running_loop().create_task(self._probe())
+        now = asyncio.get_running_loop().time()
+        for waiting in self._waiting:
+            if not waiting.expired():
+                waiting.reschedule(now)  # its caller fails on the loop's next turn
+
+    async def _probe(self) -> None:
+        """Ask the store until it answers, then close the circuit."""
+        while True:
+            await asyncio.sleep(self.retry_after)
+            try:
+                # The store's own timeout bounds this; a paused Redis answers the
+                # pending PING the moment it resumes, so recovery is not held back.
+                await self.inner.health()
+            except StoreError as exc:
+                self._reason = str(exc)
+                continue
+            logger.warning("store %r answers again; circuit closed", self.inner)
+            self._prober = None
+            return
 
     async def health(self) -> None:
         # Readiness asks the store itself: an open circuit must not hide its recovery.
         await self.inner.health()
 
     async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         await self.inner.close()

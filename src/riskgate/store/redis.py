@@ -243,6 +243,11 @@ class RedisStore(Store):
         except (RedisError, OSError) as exc:
             await conn.disconnect(nowait=True)
             raise self._error("PING", exc) from None
+        except BaseException:
+            # Cancelled mid-read: the PONG may still come, so this connection is out of
+            # step with its replies; a batch must never read it.
+            await conn.disconnect(nowait=True)
+            raise
         finally:
             self._idle.append(conn)
 
