@@ -113,6 +113,29 @@ def test_five_failed_logins_reported_as_feedback_block_the_account(client: TestC
         "decision"] == "allow"
 
 
+def test_a_request_id_takes_one_outcome_and_a_replayed_one_is_a_409(
+    client: TestClient
+) -> None:
+    answers = [decide(client, event="login", ip="192.0.2.30", account="gina@example.com")
+               for _ in range(3)]
+    first = client.post("/v1/feedback", json={"request_id": answers[0]["request_id"],
+                                              "outcome": "login_failed"})
+    replayed = [client.post("/v1/feedback", json={"request_id": answers[0]["request_id"],
+                                                  "outcome": outcome})
+                for outcome in ("login_failed", "login_failed", "legit")]
+    assert first.status_code == 204
+    assert [r.status_code for r in replayed] == [409, 409, 409]
+    assert replayed[0].json() == {
+        "error": "this request_id already took an outcome; each decision takes one",
+        "field": "request_id"}
+    # The replays counted nothing: two more real failures stay under the rule's five.
+    for answer in answers[1:]:
+        assert client.post("/v1/feedback", json={"request_id": answer["request_id"],
+                                                 "outcome": "login_failed"}).status_code == 204
+    assert decide(client, event="login", ip="192.0.2.31", account="gina@example.com")[
+        "decision"] == "allow"
+
+
 def test_other_outcomes_do_not_count_as_failed_logins(client: TestClient) -> None:
     for outcome in ["login_succeeded", "legit", "challenge_passed"] * 3:
         answer = decide(client, event="login", ip="192.0.2.20", account="erin@example.com")

@@ -82,7 +82,8 @@ async def test_a_label_reaches_the_model_with_the_decisions_facts_on_another_wor
     model = RecordingModel()
     try:
         await engine(deciding, tmp_path, RecordingModel()).decide(login("r1"))
-        assert await engine(labelling, tmp_path, model).feedback("r1", "fraud", 1001.0)
+        assert await engine(labelling, tmp_path, model).feedback("r1", "fraud",
+                                                                 1001.0) == "recorded"
     finally:
         await deciding.close()
         await labelling.close()
@@ -100,7 +101,7 @@ async def test_outcomes_that_say_nothing_about_bots_teach_the_model_nothing(
     decider = engine(store, tmp_path, model)
     for request_id, outcome in (("r1", "login_failed"), ("r2", "legit")):
         await decider.decide(login(request_id))
-        assert await decider.feedback(request_id, outcome, 1001.0)
+        assert await decider.feedback(request_id, outcome, 1001.0) == "recorded"
     assert [label for _, _, label in model.learned] == [False]
 
 

@@ -109,7 +109,8 @@ def record(log: Path, ruleset: RuleSet, script: tuple[RiskEvent | Feedback, ...]
         decided = []
         for step in script:
             if isinstance(step, Feedback):
-                assert await engine.feedback(step.request_id, step.outcome, step.time)
+                assert await engine.feedback(step.request_id, step.outcome,
+                                             step.time) == "recorded"
             else:
                 decided.append(await engine.decide(step))
         decision_log.close()

@@ -118,6 +118,9 @@ class Config:
     secret: str
     upstream: str | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Peers besides loopback and ``trusted_proxies`` that may reach the internal
+    #: endpoints (decision API, feedback, nginx auth, metrics, admin) in proxy mode.
+    internal_networks: tuple[IPNetwork, ...] = ()
     store: str = "memory://"
     rules: Path = Path("rules")
     geoip: GeoIPPaths = GeoIPPaths()
@@ -406,7 +409,7 @@ def load_config(path: str | Path) -> Config:
         elif key == "decision_log":
             log = check.scalar(node, key)
             values[key] = None if log is None else log if log == "-" else str(base / str(log))
-        elif key == "trusted_proxies":
+        elif key in ("trusted_proxies", "internal_networks"):
             values[key] = tuple(check.convert(n, key, _parse_network)
                                 for n in check.sequence(node, key))
         elif key == "admin_tokens":

@@ -18,7 +18,7 @@ from typing import Any
 from riskgate.decision.verdict import Action, Match, Verdict, decide
 from riskgate.engine.batch import Batch
 from riskgate.engine.counters import CounterPlanner
-from riskgate.engine.feedback import FeedbackRecord, record_key
+from riskgate.engine.feedback import ANSWERED, FeedbackRecord, FeedbackResult, record_key
 from riskgate.errors import StoreError
 from riskgate.event.types import EventName, Outcome, RiskEvent
 from riskgate.model.base import Model, label_of
@@ -29,7 +29,7 @@ from riskgate.rules.runtime_lists import RuntimeLists, for_metrics
 from riskgate.signals.extractor import SignalExtractor
 from riskgate.signals.history import history_facts, history_ops
 from riskgate.signals.keys import Keyer
-from riskgate.store import Get, Op, Result, Store
+from riskgate.store import Delete, Op, Put, Result, Store
 
 logger = logging.getLogger(__name__)
 
@@ -175,15 +175,23 @@ class Engine:
             })
         return Decision(request_id, event, verdict, degraded, counters, outcome_keys)
 
-    async def feedback(self, request_id: str, outcome: Outcome, now: float) -> bool:
-        """Record an outcome for a recent decision; False when the request id is unknown.
+    async def feedback(self, request_id: str, outcome: Outcome, now: float) -> FeedbackResult:
+        """Record an outcome for a recent decision, once.
 
-        Outcomes feed the counters that declare them (``on: [login_failed]``), label the
-        decision's facts for the model, and are logged as labels.
+        ``recorded``: the outcome fed the counters that declare it (``on:
+        [login_failed]``), labelled the decision's facts for the model, and was logged;
+        ``unknown``: no recent decision has this id; ``answered``: it already took an
+        outcome. Taking the record and marking it answered is one atomic op, so two
+        workers given the same id at once cannot both record it.
         """
-        (raw,) = await self.store.apply([Get(record_key(request_id))], now)
+        key = record_key(request_id)
+        (raw,) = await self.store.apply([Put(key, ANSWERED, self._feedback_ttl_ms)], now)
+        if raw == ANSWERED:
+            return "answered"
         if not isinstance(raw, str):
-            return False
+            # Nothing was there: take back the marker rather than keep one per made-up id.
+            await self.store.apply([Delete(key)], now)
+            return "unknown"
         record = FeedbackRecord.loads(raw)
         await self._count_outcome(request_id, record.event, record.counters, outcome, now)
         label = label_of(outcome)
@@ -192,7 +200,7 @@ class Engine:
                 self.model.learn_one(record.event, record.facts, label)
             except Exception:  # the outcome is recorded; only the model misses it
                 logger.exception("the model could not learn the label of %s", request_id)
-        return True
+        return "recorded"
 
     async def record_outcome(self, decision: Decision, outcome: Outcome, now: float) -> None:
         """Record an outcome seen in-process (a gateway saw the login fail)."""

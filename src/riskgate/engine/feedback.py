@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -27,6 +27,13 @@ from riskgate.store import Put
 #: Longest text fact a record keeps: enough for every categorical signal, and a user
 #: agent's distinguishing start; a record stays under a few KiB.
 MAX_FACT_TEXT: Final = 256
+
+
+#: What an answered record is overwritten with: a request id takes one outcome, so a
+#: captured id cannot raise failure counters, or feed the model labels, again and again.
+ANSWERED: Final = "answered"
+#: How feedback for a request id came out.
+FeedbackResult = Literal["recorded", "unknown", "answered"]
 
 
 def record_key(request_id: str) -> str:

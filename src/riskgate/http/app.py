@@ -27,6 +27,7 @@ from riskgate.http import nginx
 from riskgate.http.admin import admin_routes, authorized, unauthorized
 from riskgate.http.decide import FEEDBACK_PATH, DecisionAPI, feedback
 from riskgate.http.gateway import Gateway
+from riskgate.http.internal import InternalOnly
 from riskgate.http.middleware import RiskGateMiddleware
 from riskgate.http.proxy import DEFAULT_TIMEOUT, ProxyApp
 from riskgate.observability import metrics
@@ -115,7 +116,8 @@ def create_app(config: Config, *, upstream_timeout: float | None = None) -> ASGI
     """The riskgate ASGI app for ``config``; the service is built when the app starts.
 
     With ``upstream`` set, every request that none of riskgate's own routes takes is
-    forwarded to it through the gateway (CONTRACT §3). ``upstream_timeout`` (seconds)
+    forwarded to it through the gateway (CONTRACT §3), and riskgate's internal routes
+    answer only internal peers (:mod:`riskgate.http.internal`). ``upstream_timeout`` (seconds)
     overrides the proxy's default timeouts.
     """
     served: Served | None = None
@@ -164,7 +166,11 @@ def create_app(config: Config, *, upstream_timeout: float | None = None) -> ASGI
         exception_handlers={InputError: _input_error},
         lifespan=lifespan,
     )
-    return DecisionAPI(app, lambda: None if served is None else served.service)
+    api = DecisionAPI(app, lambda: None if served is None else served.service)
+    if config.upstream is None:
+        # Decision-API-only: the listener is the frontends' own, internal by deployment.
+        return api
+    return InternalOnly(api, (*config.trusted_proxies, *config.internal_networks))
 
 
 def create_app_from_env() -> ASGIApp:

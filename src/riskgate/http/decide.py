@@ -43,7 +43,7 @@ async def decide(service: Service, body: bytes) -> bytes:
 
 
 async def feedback(service: Service, request: Request) -> Response:
-    """``POST /v1/feedback``: an outcome for a recent decision; 204, 404 or 503."""
+    """``POST /v1/feedback``: an outcome for a recent decision; 204, 404, 409 or 503."""
     require_json(request.headers.get("content-type"))
     body = await read_body(request.receive, request.headers.get("content-length"),
                            service.config.max_body_bytes)
@@ -54,14 +54,20 @@ async def feedback(service: Service, request: Request) -> Response:
     if outcome not in OUTCOMES:
         raise InputError(f"`outcome` must be one of {', '.join(OUTCOMES)}", "outcome")
     try:
-        found = await service.engine.feedback(request_id, outcome, time.time())
+        result = await service.engine.feedback(request_id, outcome, time.time())
     except StoreError as exc:
         return JSONResponse({"error": f"the store is unavailable: {exc}"}, status_code=503)
-    if not found:
+    if result == "unknown":
         return JSONResponse(
             {"error": "unknown request_id: no recent decision has this id",
              "field": "request_id"},
             status_code=404,
+        )
+    if result == "answered":
+        return JSONResponse(
+            {"error": "this request_id already took an outcome; each decision takes one",
+             "field": "request_id"},
+            status_code=409,
         )
     return Response(status_code=204)
 
