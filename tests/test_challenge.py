@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
+from riskgate.config import Route
 from riskgate.decision.challenge import (
     PASS_COOKIE,
     VERIFY_PATH,
@@ -24,9 +25,10 @@ from riskgate.decision.challenge import (
     solve,
     solves,
 )
-from riskgate.errors import StoreError
+from riskgate.event import EVENTS
 from riskgate.http.challenge import challenge_response, verify
-from riskgate.store import MemoryStore, Store
+from riskgate.store import MemoryStore, Store, open_store
+from support import free_port
 
 pytestmark = pytest.mark.anyio
 NOW = 1_700_000_000.0
@@ -354,12 +356,32 @@ def test_the_interstitial_carries_the_challenge_as_inert_escaped_json(page: Resp
     assert "req-&lt;b&gt;&amp;1" in html and "req-<b>" not in html
 
 
-class _DownStore(MemoryStore):
-    async def apply(self, ops: object, now: float) -> list[object]:  # type: ignore[override]
-        raise StoreError("redis down")
+def unreachable_store() -> Store:
+    """A real Redis store pointed at a port nothing listens on: every call fails."""
+    return open_store(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
 
 
-async def test_a_correct_answer_still_passes_while_the_store_is_down() -> None:
-    # Fail open: the id is still signed, unexpired and bound to this client.
-    c = make(_DownStore())
-    assert (await c.check(answer(issue(c)), me(c), NOW)).status == 204
+async def test_an_open_routes_answer_still_passes_while_the_store_is_down() -> None:
+    # Open: the id is still signed, unexpired and bound to this client.
+    c = make(unreachable_store())
+    challenge = c.issue(score=50.0, binding=me(c), now=NOW, fail_closed=False)
+    assert (await c.check(answer(challenge), me(c), NOW)).status == 204
+
+
+async def test_a_closed_routes_answer_waits_for_the_store_to_prove_it_unused() -> None:
+    c = make(unreachable_store())
+    challenge = c.issue(score=50.0, binding=me(c), now=NOW, fail_closed=True)
+    verdict = await c.check(answer(challenge), me(c), NOW)
+    assert (verdict.status, verdict.reason) == (
+        503, "the challenge cannot be verified while the store is unavailable; try again in "
+             "a moment")
+
+
+def test_login_and_booking_challenges_fail_closed_unless_configured() -> None:
+    def route(event: str, closed: bool | None = None) -> Route:
+        return Route("/x", "POST", event, challenge_fail_closed=closed)  # type: ignore[arg-type]
+
+    assert [route(e).challenge_closed for e in EVENTS] == [
+        e in ("login", "booking") for e in EVENTS]
+    assert route("login", False).challenge_closed is False
+    assert route("promotion", True).challenge_closed is True

@@ -82,6 +82,16 @@ class Route:
     failure_statuses: frozenset[int] = frozenset()
     #: None: the configuration's top-level ``fail_mode``.
     fail_mode: FailMode | None = None
+    #: Whether this route's challenges refuse answers while the store cannot prove an
+    #: id unused; None: closed for login and booking (an account or seats at stake),
+    #: open for the rest.
+    challenge_fail_closed: bool | None = None
+
+    @property
+    def challenge_closed(self) -> bool:
+        if self.challenge_fail_closed is not None:
+            return self.challenge_fail_closed
+        return self.event in ("login", "booking")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +249,7 @@ class _Checker:
 
 _TOP_KEYS: Final = tuple(f for f in Config.__dataclass_fields__ if f != "source")
 _ROUTE_KEYS: Final = ("path", "method", "event", "account", "attributes", "failure_statuses",
-                      "fail_mode")
+                      "fail_mode", "challenge_fail_closed")
 
 
 #: Numeric keys: (type, smallest, largest, what the unit is). A value out of range is a
@@ -362,10 +372,12 @@ def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
                           f"{what}.failure_statuses only applies to login routes")
     fail_mode = check.convert(entries["fail_mode"], f"{what}.fail_mode", _parse_fail_mode) \
         if "fail_mode" in entries else None
+    closed = check.typed(entries["challenge_fail_closed"], f"{what}.challenge_fail_closed",
+                         bool, "true or false") if "challenge_fail_closed" in entries else None
     if path is None or event is None or method is None:
         return None
     return Route(path, method.upper(), event, account, attributes, frozenset(statuses),
-                 fail_mode)
+                 fail_mode, closed)
 
 
 def load_config(path: str | Path) -> Config:

@@ -57,15 +57,19 @@ BROWSER_HASHES_PER_SECOND: Final = 100_000
 
 _log = logging.getLogger(__name__)
 
-_VERSION: Final = "1"
+_VERSION: Final = "2"
 _MAC_BYTES: Final = 16  # 128-bit tags: forgery stays out of reach, cookies stay short
 _TAG_BYTES: Final = 12
 _B64: Final = r"[A-Za-z0-9_-]"
-#: version . expiry (ms) . difficulty . salt . binding tag . MAC
+#: version . expiry (ms) . difficulty . store-down mode . salt . binding tag . MAC
 _ID_RE: Final = re.compile(
-    rf"1\.(\d{{1,15}})\.(\d{{1,2}})\.({_B64}{{22}})\.({_B64}{{16}})\.({_B64}{{22}})"
+    rf"2\.(\d{{1,15}})\.(\d{{1,2}})\.([oc])\.({_B64}{{22}})\.({_B64}{{16}})\.({_B64}{{22}})"
 )
-#: version . expiry (s) . MAC
+#: The id's store-down mode: ``c`` (closed) refuses answers while the store cannot prove
+#: an id unused; ``o`` (open) accepts them, at worst twice from the same client.
+_CLOSED, _OPEN = "c", "o"
+#: version . expiry (s) . MAC (passes keep version 1: their format did not change)
+_PASS_VERSION: Final = "1"  # noqa: S105 - a format version, not a password
 _PASS_RE: Final = re.compile(rf"1\.(\d{{1,12}})\.({_B64}{{22}})")
 
 
@@ -208,7 +212,7 @@ class Challenges:
         key, prefix and UA hash never leave the server.
         """
         expires = int(now + self.pass_ttl)
-        head = f"{_VERSION}.{expires}"
+        head = f"{_PASS_VERSION}.{expires}"
         return f"{head}.{_mac(self._pass_key, f'{head}.{self._binding_digest(binding)}')}"
 
     def pass_valid(self, cookie: str | None, binding: ClientBinding, now: float) -> bool:
@@ -218,7 +222,7 @@ class Challenges:
         match = _PASS_RE.fullmatch(cookie)
         if match is None or int(match[1]) <= now:
             return False
-        head = f"{_VERSION}.{match[1]}"
+        head = f"{_PASS_VERSION}.{match[1]}"
         expected = _mac(self._pass_key, f"{head}.{self._binding_digest(binding)}")
         return hmac.compare_digest(expected, match[2])
 
@@ -233,12 +237,21 @@ class Challenges:
         # Salted, so the ids a client gets cannot be linked to each other by their tag.
         return _mac(self._tag_key, f"{salt}.{self._binding_digest(binding)}", _TAG_BYTES)
 
-    def issue(self, *, score: float, binding: ClientBinding, now: float) -> dict[str, object]:
-        """A new challenge, as the contract's ``challenge`` object. Writes nothing."""
+    def issue(
+        self, *, score: float, binding: ClientBinding, now: float, fail_closed: bool = False,
+    ) -> dict[str, object]:
+        """A new challenge, as the contract's ``challenge`` object. Writes nothing.
+
+        ``fail_closed``: while the store is unreachable, refuse its answer (503) rather
+        than accept it without proof that the id is unused; the id carries the choice,
+        signed, so the shared verify URL knows it.
+        """
         salt = _b64(secrets.token_bytes(16))
         difficulty = self.difficulty(score)
         expires_ms = int((now + self.ttl) * 1000)
-        body = f"{_VERSION}.{expires_ms}.{difficulty}.{salt}.{self._tag(salt, binding)}"
+        mode = _CLOSED if fail_closed else _OPEN
+        body = (f"{_VERSION}.{expires_ms}.{difficulty}.{mode}.{salt}."
+                f"{self._tag(salt, binding)}")
         return {
             "id": f"{body}.{_mac(self._id_key, body)}",
             "algorithm": "sha256",
@@ -273,7 +286,7 @@ class Challenges:
         match = _ID_RE.fullmatch(challenge_id)
         if match is None:
             return Verdict(403, "unknown challenge")
-        expires_ms, difficulty, salt, tag, mac = match.groups()
+        expires_ms, difficulty, mode, salt, tag, mac = match.groups()
         if not hmac.compare_digest(_mac(self._id_key, challenge_id.rpartition(".")[0]), mac):
             return Verdict(403, "unknown challenge")
         remaining_ms = int(expires_ms) - int(now * 1000)
@@ -283,24 +296,23 @@ class Challenges:
         # or an eavesdropper could make the rightful client's answer fail.
         if not hmac.compare_digest(self._tag(salt, binding), tag):
             return Verdict(403, "challenge issued to another client")
-        if await self._reused(mac, remaining_ms, now):
+        try:
+            [previous] = await self._store.apply(
+                [Put(f"rg:ch:{mac}", "1", remaining_ms, only_if_absent=True)], now)
+        except StoreError as error:
+            if mode == _CLOSED:
+                return Verdict(503, "the challenge cannot be verified while the store is "
+                                    "unavailable; try again in a moment")
+            # Open: the id is still signed, unexpired and bound to this client, so the
+            # worst case is one client answering an id twice; locking every person out
+            # of a low-stakes flow while Redis is down would cost more.
+            _log.warning("challenge single-use check skipped, store failed: %s", error)
+            previous = None
+        if previous is not None:
             return Verdict(403, "challenge already answered")
         if not solves(salt, nonce, int(difficulty)):
             return Verdict(403, "wrong answer")
         return Verdict(204, "passed")
-
-    async def _reused(self, mac: str, remaining_ms: int, now: float) -> bool:
-        try:
-            [previous] = await self._store.apply(
-                [Put(f"rg:ch:{mac}", "1", remaining_ms, only_if_absent=True)], now
-            )
-        except StoreError as error:
-            # Fail open: the id is still signed, unexpired and bound to this client, so
-            # without the store the worst case is one client answering an id twice.
-            # Locking every person out while Redis is down would cost more.
-            _log.warning("challenge single-use check skipped, store failed: %s", error)
-            return False
-        return previous is not None
 
     def pass_cookie_header(self, value: str, *, secure: bool) -> str:
         """The ``Set-Cookie`` value for a pass (written out: the attributes are contract).

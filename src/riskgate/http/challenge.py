@@ -47,15 +47,18 @@ def wants_html(accept: str) -> bool:
 
 def challenge_response(
     challenges: Challenges, *, score: float, binding: ClientBinding, request_id: str, accept: str,
-    status: int, now: float, method: str = "GET",
+    status: int, now: float, method: str = "GET", fail_closed: bool = False,
 ) -> Response:
     """The challenge answer: an HTML interstitial when ``accept`` names text/html,
     else the contract's JSON; carries the X-RiskGate-* headers.
 
     ``method`` is the challenged request's method: after solving, the page reloads a
     GET or HEAD by itself and asks the person to submit anything else again.
+    ``fail_closed`` is the route's choice while the store is down (see
+    :meth:`Challenges.issue`).
     """
-    challenge = challenges.issue(score=score, binding=binding, now=now)
+    challenge = challenges.issue(score=score, binding=binding, now=now,
+                                 fail_closed=fail_closed)
     headers = {
         "X-RiskGate-Decision": "challenge",
         "X-RiskGate-Request-Id": request_id,

@@ -170,7 +170,8 @@ class Gateway:
             return None
         if verdict.decision == "block":
             return self.refusal(request_id, accept)
-        return self.challenge(verdict.score, scored.binding, request_id, accept, scored.method)
+        return self.challenge(verdict.score, scored.binding, request_id, accept, scored.method,
+                              fail_closed=scored.route.challenge_closed)
 
     def subrequest_answer(self, scored: Scored) -> Response:
         """The nginx ``auth_request`` answer: 200 / 401 / 403 with the headers only, as
@@ -183,11 +184,13 @@ class Gateway:
         return Response(status_code=status, headers=headers)
 
     def challenge(
-        self, score: float, binding: ClientBinding, request_id: str, accept: str, method: str
+        self, score: float, binding: ClientBinding, request_id: str, accept: str, method: str,
+        *, fail_closed: bool,
     ) -> Response:
         response = challenge_response(
             self.challenges, score=score, binding=binding, request_id=request_id, accept=accept,
-            status=self.config.challenge_status, now=time.time(), method=method)
+            status=self.config.challenge_status, now=time.time(), method=method,
+            fail_closed=fail_closed)
         for name, value in self.decision_headers("challenge", request_id).items():
             response.headers[name] = value
         return response

@@ -78,5 +78,8 @@ async def auth_challenge(gateway: Gateway, request: Request) -> Response:
     if not trusted or not _REQUEST_ID.fullmatch(request_id):
         request_id = new_request_id()
     binding = gateway.binding(view, ValueReader(view, {}))
+    match = gateway.routes.match(view.method, view.path)
+    # No protected route (the challenge page asked for directly): the stricter choice.
+    fail_closed = match is None or match.route.challenge_closed
     return gateway.challenge(score, binding, request_id, request.headers.get("accept", ""),
-                             view.method)
+                             view.method, fail_closed=fail_closed)
