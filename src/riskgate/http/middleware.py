@@ -90,7 +90,7 @@ class RiskGateMiddleware:
         if view.method == "POST" and view.path == VERIFY_PATH:
             await (await gateway.verify(Request(scope, receive)))(scope, receive, send)
             return
-        match = gateway.routes.match(view.method, view.path)
+        match = gateway.routes.match_view(view)
         if match is None:
             if await gateway.refuses_unscored(view):
                 response = gateway.refusal(new_request_id(), headers.get("accept", ""))

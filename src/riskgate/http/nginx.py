@@ -54,7 +54,7 @@ async def auth(gateway: Gateway, request: Request) -> Response:
     """``GET /v1/auth`` for nginx ``auth_request``: 200 allow (or unscored),
     401 challenge, 403 block. Body sources yield nothing: nginx sends no body."""
     view = original_view(gateway, request)
-    match = gateway.routes.match(view.method, view.path)
+    match = gateway.routes.match_view(view)
     if match is None:
         if await gateway.refuses_unscored(view):
             return gateway.refusal(new_request_id(), "")
@@ -78,7 +78,7 @@ async def auth_challenge(gateway: Gateway, request: Request) -> Response:
     if not trusted or not _REQUEST_ID.fullmatch(request_id):
         request_id = new_request_id()
     binding = gateway.binding(view, ValueReader(view, {}))
-    match = gateway.routes.match(view.method, view.path)
+    match = gateway.routes.match_view(view)
     # No protected route (the challenge page asked for directly): the stricter choice.
     fail_closed = match is None or match.route.challenge_closed
     return gateway.challenge(score, binding, request_id, request.headers.get("accept", ""),

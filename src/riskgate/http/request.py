@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -52,8 +53,57 @@ class RouteMatch:
         return any(s is not None and s.kind == _BODY_SOURCES for s in sources)
 
 
+#: Where common frameworks let a client claim another method than the one it sent
+#: (Symfony, Laravel, Express's method-override, Rails' ``_method``): an upstream that
+#: honours one treats a GET carrying ``X-HTTP-Method-Override: POST`` as the POST it
+#: protects, so each claim is matched too.
+_OVERRIDE_HEADERS: Final = ("x-http-method-override", "x-http-method", "x-method-override")
+_OVERRIDE_PARAM: Final = "_method"
+_PATH_PARAMS: Final = re.compile(r";[^/]*")
+
+
+def normalise_path(path: str) -> str:
+    """The path as lenient upstreams route it, for matching only.
+
+    Servlet containers drop ``;name=value`` path parameters, most servers collapse
+    repeated slashes and resolve dot segments, and many frameworks ignore a trailing
+    slash; an attacker's variant of a protected path must not slip past unscored.
+
+    >>> normalise_path("//api/./v1/../login/;jsessionid=1")
+    '/api/login'
+    >>> normalise_path("/api/login;x=1/"), normalise_path("/")
+    ('/api/login', '/')
+    """
+    cleaned = posixpath.normpath("/" + _PATH_PARAMS.sub("", path))
+    # normpath keeps a leading "//" (POSIX leaves it implementation-defined).
+    return "/" + cleaned.lstrip("/")
+
+
+def claimed_methods(method: str, headers: Headers, query_string: str) -> tuple[str, ...]:
+    """The request's method and every other one it claims through an override.
+
+    >>> claimed_methods("GET", Headers({"x-http-method-override": "post"}), "")
+    ('GET', 'POST')
+    >>> claimed_methods("POST", Headers({}), "_method=PUT&x=1")
+    ('POST', 'PUT')
+    """
+    claims = [headers.get(name, "") for name in _OVERRIDE_HEADERS]
+    if _OVERRIDE_PARAM in query_string:
+        claims += [v for k, v in parse_qsl(query_string) if k == _OVERRIDE_PARAM]
+    methods = [method.upper()]
+    for claim in claims:
+        claim = claim.strip().upper()
+        if claim and claim not in methods:
+            methods.append(claim)
+    return tuple(methods)
+
+
 class RouteMatcher:
     """Config routes compiled once; ``match`` finds the first for a method and path.
+
+    Paths are compared as :func:`normalise_path` reads them and case-insensitively
+    (``/API/Login`` reaches ``/api/login`` on IIS, Spring and many others); path
+    parameters keep their case.
 
     >>> from riskgate.config import Route
     >>> m = RouteMatcher([Route("/api/promotions/{code}/redeem", "POST", "promotion")])
@@ -61,19 +111,32 @@ class RouteMatcher:
     {'code': 'SPRING'}
     >>> m.match("GET", "/api/promotions/SPRING/redeem") is None
     True
+    >>> m.match(("GET", "POST"), "/API/Promotions/SPRING/redeem/").path_params
+    {'code': 'SPRING'}
     """
 
     def __init__(self, routes: Iterable[Route]) -> None:
-        self._routes = [(route, compile_path(route.path)[0]) for route in routes]
+        self._routes = [(route, re.compile(compile_path(route.path)[0].pattern, re.IGNORECASE))
+                        for route in routes]
 
-    def match(self, method: str, path: str) -> RouteMatch | None:
+    def match(self, methods: str | tuple[str, ...], path: str) -> RouteMatch | None:
+        """The first route for any of ``methods`` (HEAD counts as GET) and ``path``."""
+        wanted = {methods} if isinstance(methods, str) else set(methods)
+        if "HEAD" in wanted:
+            wanted.add("GET")
+        normal = normalise_path(path)
         for route, pattern in self._routes:
-            if route.method != method:
+            if route.method not in wanted:
                 continue
-            found = pattern.match(path)
+            found = pattern.match(normal)
             if found is not None:
                 return RouteMatch(route, found.groupdict())
         return None
+
+    def match_view(self, view: RequestView) -> RouteMatch | None:
+        """The route a request reaches, however it spells its method and path."""
+        return self.match(claimed_methods(view.method, view.headers, view.query_string),
+                          view.path)
 
 
 class TrustedProxies:
