@@ -34,12 +34,12 @@ import ast
 import difflib
 import ipaddress
 import math
-import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from riskgate.rules.members import CidrSet, ExprType, Members
+from riskgate.rules.regex import RegexError, compile_search
 from riskgate.signals import catalog
 
 _TYPE_WORDS: Final[dict[str, str]] = {
@@ -545,10 +545,9 @@ class _Compiler:
         if not (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)):
             return self.problem(pattern, "`matches()` takes the regex as a quoted string")
         try:
-            search = re.compile(pattern.value).search
-        except re.error as e:
-            return self.problem(pattern, f"bad regex {pattern.value!r}: {e.msg} "
-                                         f"at position {e.pos}")
+            search = compile_search(pattern.value)
+        except RegexError as e:
+            return self.problem(pattern, str(e))
         test = f"(isinstance({s_first}, str) and {self.b.const(search)}({s}) is not None)"
         return self.pure(test, s_first), "bool"
 

@@ -371,7 +371,12 @@ class _Loader:
                 self.problems.append(Problem(str(path), number, 1,
                                              f"{what} ({kind}): bad entry `{entry}`: {e}; "
                                              "fix or remove the line"))
-        return ListSpec(name, kind, str(path), build(entries), len(entries))
+        try:
+            members = build(entries)
+        except ValueError as e:  # entries that each compile may not compile joined
+            self.err(f, m["file"], f"{what} ({kind}): the entries of `{path}` together: {e}")
+            return None
+        return ListSpec(name, kind, str(path), members, len(entries))
 
     # -- rules
 
