@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from riskgate.decision.verdict import Match, Thresholds
 from riskgate.errors import RuleSetError
 from riskgate.event.types import EVENTS
-from riskgate.rules.loader import load_ruleset
+from riskgate.rules.loader import RULE_TEST_KEYER, load_ruleset
 from riskgate.rules.model import CounterSpec, RuleSet
 from riskgate.rules.testing import run_rule_tests
+from riskgate.signals.keys import Keyer
 
 RULESETS = Path(__file__).parent / "rulesets"
 GOOD = RULESETS / "good"
@@ -303,7 +304,7 @@ def test_expression_problems_point_into_the_yaml_file(tmp_path: Path, when: str,
         ("ip", "192.0.2.1\n2001:db8::1", "192.0.2.1", "192.0.2.2"),
         ("asn", "AS13335\n15169", 13335, 64512),
         ("domain", "mailinator.com\n*.yopmail.com", "x.yopmail.com", "gmail.com"),
-        ("device", "d-1\nd-2", "d-2", "d-3"),
+        ("device", "d-1\nd-2", RULE_TEST_KEYER("device", "d-2"), RULE_TEST_KEYER("device", "d-3")),
         ("string", "SPRING\nSUMMER # inline comment", "SUMMER", "WINTER"),
         ("ua_pattern", "^curl/\nHeadless", "Mozilla HeadlessChrome", "Mozilla Firefox"),
     ],
@@ -316,6 +317,38 @@ def test_lists_load_from_files_next_to_the_rule_file(
                                  f"lists: {{l: {{file: lists/l.txt, type: {kind}}}}}\n"))
     members = ruleset.lists["l"].members
     assert (member in members, outsider in members, None in members) == (True, False, False)
+
+
+DEVICE_LIST_RULES = """\
+    lists:
+      stolen_devices: {file: lists/stolen.txt, type: device}
+    rules:
+      - {id: stolen-device, when: device.key in lists.stolen_devices, action: block}
+    tests:
+      - name: a listed device is blocked
+        event: {event: login, device_id: d-stolen-1}
+        expect: {decision: block, rules: [stolen-device]}
+      - name: another device is allowed
+        event: {event: login, device_id: d-mine}
+        expect: {decision: allow, rules: []}
+    """
+
+
+def test_a_device_list_matches_the_keyed_device_id_and_never_the_raw_one(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "lists/stolen.txt", "d-stolen-1\n")
+    keyer = Keyer(b"the service's own secret")
+    ruleset = load_ruleset(write(tmp_path, "r.yaml", DEVICE_LIST_RULES), keyer=keyer)
+    keyed = ruleset.evaluate("login", {"device.key": keyer("device", "d-stolen-1")}, {})
+    raw = ruleset.evaluate("login", {"device.key": "d-stolen-1"}, {})
+    assert ([m.rule for m in keyed], raw) == (["stolen-device"], [])
+
+
+def test_rule_tests_can_exercise_device_lists(tmp_path: Path) -> None:
+    write(tmp_path, "lists/stolen.txt", "d-stolen-1\n")
+    ruleset = load_ruleset(write(tmp_path, "r.yaml", DEVICE_LIST_RULES))
+    assert [str(r) for r in run_rule_tests(ruleset) if not r.passed] == []
 
 
 def test_a_bad_regex_in_a_pattern_list_is_located(tmp_path: Path) -> None:

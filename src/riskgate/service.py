@@ -87,8 +87,8 @@ def prepare(config: Config) -> Prepared:
     ``riskgate serve`` calls it before it forks workers, so a bad rule set is refused
     once, with its problems, instead of in every worker.
     """
-    ruleset = load_ruleset(config.rules)
     keyer = Keyer(config.secret.encode())
+    ruleset = load_ruleset(config.rules, keyer=keyer)
     signals, warnings = SignalExtractor.from_config(config, keyer)
     return Prepared(ruleset, keyer, signals, tuple(warnings))
 
@@ -126,7 +126,7 @@ class Service:
                              config.feedback_ttl, runtime_lists=RuntimeLists(store, keyer),
                              model=model)
         self.challenges = Challenges(config.secret.encode(), store)
-        self.reloader = RuleReloader(config.rules, ruleset, self._install)
+        self.reloader = RuleReloader(config.rules, ruleset, self._install, keyer)
         self._watcher: asyncio.Task[None] | None = None
 
     def _install(self, ruleset: RuleSet) -> None:
