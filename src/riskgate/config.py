@@ -24,6 +24,9 @@ from riskgate.store import registry
 
 SourceKind = Literal["body", "header", "cookie", "path", "query"]
 SOURCE_KINDS: Final[tuple[SourceKind, ...]] = get_args(SourceKind)
+#: What a route's attribute is converted to before rules see it (``type:`` of the attribute).
+AttributeType = Literal["number", "string", "boolean"]
+ATTRIBUTE_TYPES: Final[tuple[AttributeType, ...]] = get_args(AttributeType)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -67,6 +70,9 @@ class Route:
     account: ValueSource | None = None
     attributes: Mapping[str, ValueSource] = field(default_factory=dict)
     failure_statuses: frozenset[int] = frozenset()
+    #: Declared types of attributes; one without a type arrives as the request had it
+    #: (a form field or header is text, a JSON value keeps its JSON type).
+    attribute_types: Mapping[str, AttributeType] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +220,7 @@ class _Checker:
 
 _TOP_KEYS: Final = tuple(f for f in Config.__dataclass_fields__ if f != "source")
 _ROUTE_KEYS: Final = ("path", "method", "event", "account", "attributes", "failure_statuses")
+_ATTRIBUTE_KEYS: Final = ("source", "type")
 
 
 #: Numeric keys: (type, smallest, largest, what the unit is). A value out of range is a
@@ -292,6 +299,13 @@ def _parse_event(text: str) -> EventName:
     return text
 
 
+def _parse_attribute_type(text: str) -> AttributeType:
+    for kind in ATTRIBUTE_TYPES:
+        if text == kind:
+            return kind
+    raise ValueError(f"unknown type `{text}`; use one of {', '.join(ATTRIBUTE_TYPES)}")
+
+
 def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
     what = f"routes[{index}]"
     entries = check.mapping(node, what, _ROUTE_KEYS)
@@ -309,12 +323,26 @@ def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
     account = check.convert(entries["account"], f"{what}.account", ValueSource.parse) \
         if "account" in entries else None
     attributes: dict[str, ValueSource] = {}
+    types: dict[str, AttributeType] = {}
     if "attributes" in entries:
         for name, source_node in check.mapping(entries["attributes"], f"{what}.attributes",
                                                None).items():
-            source = check.convert(source_node, f"{what}.attributes.{name}", ValueSource.parse)
+            where = f"{what}.attributes.{name}"
+            type_node = None
+            if isinstance(source_node, yaml.MappingNode):  # {source: body:seats, type: number}
+                typed = check.mapping(source_node, where, _ATTRIBUTE_KEYS)
+                if "source" not in typed:
+                    check.problem(source_node, f"{where} needs `source:`, e.g. "
+                                               f"`{{source: body:{name}, type: number}}`")
+                    continue
+                source_node, type_node = typed["source"], typed.get("type")
+            source = check.convert(source_node, where, ValueSource.parse)
             if source is not None:
                 attributes[name] = source
+            if type_node is not None:
+                kind = check.convert(type_node, f"{where}.type", _parse_attribute_type)
+                if kind is not None:
+                    types[name] = kind
     statuses: set[int] = set()
     if "failure_statuses" in entries:
         for status_node in check.sequence(entries["failure_statuses"],
@@ -328,7 +356,7 @@ def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
                           f"{what}.failure_statuses only applies to login routes")
     if path is None or event is None or method is None:
         return None
-    return Route(path, method.upper(), event, account, attributes, frozenset(statuses))
+    return Route(path, method.upper(), event, account, attributes, frozenset(statuses), types)
 
 
 def load_config(path: str | Path) -> Config:
