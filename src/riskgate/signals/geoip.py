@@ -48,10 +48,10 @@ _TYPES: Final[dict[DatabaseKind, tuple[str, ...]]] = {
     "connection_type": ("Connection-Type",),
 }
 
-#: Facts produced here, all None when no database could answer.
 #: Hosting ASNs from X4BNet/lists_vpn (MIT), shipped so ``ip.datacenter`` works with an
 #: ASN database and no list of one's own; provenance in the file's header.
 DEFAULT_DATACENTER_ASNS: Final = Path(__file__).parent / "data" / "datacenter_asns.txt"
+#: Facts produced here, all None when no database could answer.
 GEO_FACTS: Final[tuple[str, ...]] = (
     "ip.network", "ip.country", "ip.registered_country", "ip.city", "ip.lat", "ip.lon",
     "ip.asn", "ip.asn_org", "ip.isp", "ip.is_anonymous", "ip.is_vpn", "ip.is_proxy",
