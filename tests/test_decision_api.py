@@ -406,3 +406,29 @@ def test_the_decision_api_takes_post_only(client: TestClient) -> None:
     response = client.get("/v1/decide")
     assert (response.status_code, response.headers["allow"]) == (405, "POST")
     assert response.json() == {"error": "POST a JSON body to /v1/decide", "field": None}
+
+
+def test_a_device_on_a_device_list_is_blocked_through_the_api_also_after_a_reload(
+    store_uri: str, tmp_path: Path
+) -> None:
+    rules = write_rules(tmp_path, """
+lists:
+  stolen_devices: {file: stolen.txt, type: device}
+rules:
+  - {id: stolen-device, when: device.key in lists.stolen_devices, action: block}
+""")
+    (rules / "stolen.txt").write_text("d-stolen-1\n")
+    token = "device-list-admin-token-0123456789"
+    config = Config(secret=SECRET, store=store_uri, rules=rules, decision_log=None,
+                    admin_tokens=(token,), watch_rules=False)
+    with TestClient(create_app(config)) as client:
+        listed = decide(client, event="login", ip="198.51.100.7", device_id="d-stolen-1")
+        other = decide(client, event="login", ip="198.51.100.7", device_id="d-mine")
+        reloaded = client.post("/admin/rules/reload",
+                               headers={"authorization": f"Bearer {token}"})
+        after_reload = decide(client, event="login", ip="198.51.100.7", device_id="d-stolen-1")
+    assert reloaded.status_code == 200
+    assert (listed["decision"], listed["reasons"]) == (
+        "block", [{"rule": "stolen-device", "score": 0.0, "action": "block"}])
+    assert other["decision"] == "allow"
+    assert after_reload["decision"] == "block"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import json
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -15,9 +19,10 @@ from hypothesis import strategies as st
 from riskgate.decision.verdict import Match, Thresholds
 from riskgate.errors import RuleSetError
 from riskgate.event.types import EVENTS
-from riskgate.rules.loader import load_ruleset
+from riskgate.rules.loader import RULE_TEST_KEYER, load_ruleset
 from riskgate.rules.model import CounterSpec, RuleSet
 from riskgate.rules.testing import run_rule_tests
+from riskgate.signals.keys import Keyer
 
 RULESETS = Path(__file__).parent / "rulesets"
 GOOD = RULESETS / "good"
@@ -299,7 +304,7 @@ def test_expression_problems_point_into_the_yaml_file(tmp_path: Path, when: str,
         ("ip", "192.0.2.1\n2001:db8::1", "192.0.2.1", "192.0.2.2"),
         ("asn", "AS13335\n15169", 13335, 64512),
         ("domain", "mailinator.com\n*.yopmail.com", "x.yopmail.com", "gmail.com"),
-        ("device", "d-1\nd-2", "d-2", "d-3"),
+        ("device", "d-1\nd-2", RULE_TEST_KEYER("device", "d-2"), RULE_TEST_KEYER("device", "d-3")),
         ("string", "SPRING\nSUMMER # inline comment", "SUMMER", "WINTER"),
         ("ua_pattern", "^curl/\nHeadless", "Mozilla HeadlessChrome", "Mozilla Firefox"),
     ],
@@ -314,12 +319,138 @@ def test_lists_load_from_files_next_to_the_rule_file(
     assert (member in members, outsider in members, None in members) == (True, False, False)
 
 
+DEVICE_LIST_RULES = """\
+    lists:
+      stolen_devices: {file: lists/stolen.txt, type: device}
+    rules:
+      - {id: stolen-device, when: device.key in lists.stolen_devices, action: block}
+    tests:
+      - name: a listed device is blocked
+        event: {event: login, device_id: d-stolen-1}
+        expect: {decision: block, rules: [stolen-device]}
+      - name: another device is allowed
+        event: {event: login, device_id: d-mine}
+        expect: {decision: allow, rules: []}
+    """
+
+
+def test_a_device_list_matches_the_keyed_device_id_and_never_the_raw_one(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "lists/stolen.txt", "d-stolen-1\n")
+    keyer = Keyer(b"the service's own secret")
+    ruleset = load_ruleset(write(tmp_path, "r.yaml", DEVICE_LIST_RULES), keyer=keyer)
+    keyed = ruleset.evaluate("login", {"device.key": keyer("device", "d-stolen-1")}, {})
+    raw = ruleset.evaluate("login", {"device.key": "d-stolen-1"}, {})
+    assert ([m.rule for m in keyed], raw) == (["stolen-device"], [])
+
+
+def test_rule_tests_can_exercise_device_lists(tmp_path: Path) -> None:
+    write(tmp_path, "lists/stolen.txt", "d-stolen-1\n")
+    ruleset = load_ruleset(write(tmp_path, "r.yaml", DEVICE_LIST_RULES))
+    assert [str(r) for r in run_rule_tests(ruleset) if not r.passed] == []
+
+
 def test_a_bad_regex_in_a_pattern_list_is_located(tmp_path: Path) -> None:
     listed = write(tmp_path, "ua.txt", "ok\n(unclosed\n")
     path = write(tmp_path, "r.yaml", "lists: {ua: {file: ua.txt, type: ua_pattern}}\n")
     assert problems(path) == [f"{listed}:2:1: list `ua` (ua_pattern): bad entry `(unclosed`: bad "
-                              "regex: missing ), unterminated subpattern at position 0; fix or "
-                              "remove the line"]
+                              "regex '(unclosed': missing ): (unclosed; RE2 syntax: "
+                              "https://github.com/google/re2/wiki/Syntax; fix or remove the line"]
+
+
+# --- regexes: linear time whatever the analyst writes -----------------------------------------
+
+#: Backtracking engines take exponential time on this pattern and a long run of "a"
+#: that does not end the way it wants.
+CATASTROPHIC = "(a+)+$"
+LONG_AGENT = "a" * 100_000 + "!"
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: int = 120) -> Iterator[None]:
+    """Kill the test run with a traceback instead of hanging forever if the code under
+    test never returns (a backtracking regex holds the GIL, so no thread can stop it).
+    Not a timing assertion: a pass takes milliseconds, a failure never ends."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def test_a_catastrophic_regex_in_when_evaluates_a_100_kb_user_agent_and_returns(
+    tmp_path: Path,
+) -> None:
+    ruleset = load_ruleset(write(tmp_path, "r.yaml", f"""\
+        rules:
+          - {{id: stuck, when: 'matches(device.user_agent, "{CATASTROPHIC}")', score: 10}}
+          - {{id: long-agent, when: 'matches(device.user_agent, "a{{500}}!$")', score: 10}}
+        """))
+    with hang_guard():
+        matched = ruleset.evaluate("login", {"device.user_agent": LONG_AGENT}, {})
+    assert [m.rule for m in matched] == ["long-agent"]
+
+
+def test_a_catastrophic_ua_pattern_list_entry_tests_a_100_kb_user_agent_and_returns(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "lists/agents.txt", f"{CATASTROPHIC}\nheadless\n")
+    ruleset = load_ruleset(write(tmp_path, "r.yaml", """\
+        lists:
+          agents: {file: lists/agents.txt, type: ua_pattern}
+        rules:
+          - {id: listed-agent, when: device.user_agent in lists.agents, score: 10}
+        """))
+    with hang_guard():
+        long_agent = ruleset.evaluate("login", {"device.user_agent": LONG_AGENT}, {})
+        headless = ruleset.evaluate("login", {"device.user_agent": "x HeadlessChrome"}, {})
+    assert ([m.rule for m in long_agent], [m.rule for m in headless]) == ([], ["listed-agent"])
+
+
+def test_a_regex_re2_cannot_run_is_refused_with_its_place_rule_and_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", """\
+        rules:
+          - id: desktop-safari
+            when: matches(device.user_agent, "(?<!Mobile )Safari")
+            score: 10
+        """)
+    assert problems(path) == [
+        f"{path}:3:38: rule desktop-safari: regex '(?<!Mobile )Safari' cannot run under RE2, "
+        "which riskgate uses so that no regex can stall it (invalid perl operator: (?<!); "
+        "RE2 has no look-ahead or look-behind: test the other part in its own condition, "
+        'e.g. `matches(s, "b") and not matches(s, "ab")`']
+
+
+def test_a_list_pattern_re2_cannot_run_is_refused_at_its_line_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    listed = write(tmp_path, "ua.txt", "curl/\\d\nbot\\Z\n")
+    path = write(tmp_path, "r.yaml", "lists: {ua: {file: ua.txt, type: ua_pattern}}\n")
+    assert problems(path) == [
+        f"{listed}:2:1: list `ua` (ua_pattern): bad entry `bot\\Z`: regex 'bot\\\\Z' cannot run "
+        "under RE2, which riskgate uses so that no regex can stall it (invalid escape sequence: "
+        "\\Z); write `\\z` (or `$`) for the end of the text; fix or remove the line"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "agent", "matches"),
+    [
+        ("(?i)headless", "Mozilla/5.0 HeadlessChrome/120", True),
+        ("headless", "Mozilla/5.0 HeadlessChrome/120", False),
+        ("(?i:bot)/[0-9]+", "SomeBOT/2", True),
+        ("(?s)a.b", "a\nb", True),
+        ("(?m)^curl", "x\ncurl/8", True),
+        ("^curl/(?P<major>\\d+)", "curl/8.4.0", True),
+        ("\\bPython\\b", "Python-urllib/3.11", True),
+    ],
+)
+def test_regexes_keep_the_python_syntax_analysts_write(
+    tmp_path: Path, pattern: str, agent: str, matches: bool
+) -> None:
+    when = json.dumps(f"matches(device.user_agent, {pattern!r})")  # JSON is YAML
+    ruleset = load_ruleset(write(tmp_path, "r.yaml", f"rules: [{{id: r, when: {when}, score: 1}}]"))
+    assert bool(ruleset.evaluate("login", {"device.user_agent": agent}, {})) is matches
 
 
 # --- rule tests -----------------------------------------------------------------------------------

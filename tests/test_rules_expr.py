@@ -177,7 +177,8 @@ ALLOWED = (
         ("attributes.a.b == 1", (1, 0),
          "`attributes.a.b`: attributes are one level deep, e.g. `attributes.NAME`"),
         ("matches(device.user_agent, '([a-z]')", (1, 27),
-         "bad regex '([a-z]': missing ), unterminated subpattern at position 0"),
+         "bad regex '([a-z]': missing ): ([a-z]; RE2 syntax: "
+         "https://github.com/google/re2/wiki/Syntax"),
         ("matches(device.user_agent, device.os)", (1, 27),
          "`matches()` takes the regex as a quoted string"),
         ("cidr(ip, '10.0.0.0/33')", (1, 9),

@@ -100,15 +100,21 @@ Ctrl-C stops both.
 
 
 def _rules_check(args: argparse.Namespace) -> int:
+    from riskgate.config import load_config
     from riskgate.errors import RuleSetError
     from riskgate.rules.loader import load_ruleset
+    from riskgate.rules.wiring import config_warnings
 
+    # Without a config nothing is known of the deployment's sources and routes, so only
+    # the rules themselves are judged.
+    config = load_config(args.config) if args.config else None
     try:
         ruleset = load_ruleset(args.path)
     except RuleSetError as error:
         _report(error)
         return EXIT_FAILED
-    for warning in ruleset.warnings:
+    warnings = [*ruleset.warnings, *(config_warnings(ruleset, config) if config else [])]
+    for warning in warnings:
         print(f"riskgate: {warning}", file=sys.stderr)
     print(f"{args.path}: {len(ruleset.rules)} rules, {len(ruleset.counters)} counters, "
           f"version {ruleset.version}: OK")
@@ -228,6 +234,9 @@ def _parser() -> argparse.ArgumentParser:
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     check = rule_commands.add_parser("check", help="validate a rule file or folder")
     check.add_argument("path")
+    check.add_argument("--config", help="the riskgate.yaml the rules serve under: also warn "
+                                        "about sources it does not configure and attributes "
+                                        "its routes deliver as text")
     check.set_defaults(run=_rules_check)
     test = rule_commands.add_parser("test", help="run the tests a rule set carries")
     test.add_argument("path")

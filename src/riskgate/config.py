@@ -25,6 +25,9 @@ from riskgate.store import registry
 
 SourceKind = Literal["body", "header", "cookie", "path", "query"]
 SOURCE_KINDS: Final[tuple[SourceKind, ...]] = get_args(SourceKind)
+#: What a route's attribute is converted to before rules see it (``type:`` of the attribute).
+AttributeType = Literal["number", "string", "boolean"]
+ATTRIBUTE_TYPES: Final[tuple[AttributeType, ...]] = get_args(AttributeType)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -86,6 +89,9 @@ class Route:
     #: id unused; None: closed for login and booking (an account or seats at stake),
     #: open for the rest.
     challenge_fail_closed: bool | None = None
+    #: Declared types of attributes; one without a type arrives as the request had it
+    #: (a form field or header is text, a JSON value keeps its JSON type).
+    attribute_types: Mapping[str, AttributeType] = field(default_factory=dict)
 
     @property
     def challenge_closed(self) -> bool:
@@ -250,6 +256,7 @@ class _Checker:
 _TOP_KEYS: Final = tuple(f for f in Config.__dataclass_fields__ if f != "source")
 _ROUTE_KEYS: Final = ("path", "method", "event", "account", "attributes", "failure_statuses",
                       "fail_mode", "challenge_fail_closed")
+_ATTRIBUTE_KEYS: Final = ("source", "type")
 
 
 #: Numeric keys: (type, smallest, largest, what the unit is). A value out of range is a
@@ -336,6 +343,13 @@ def _parse_event(text: str) -> EventName:
     return text
 
 
+def _parse_attribute_type(text: str) -> AttributeType:
+    for kind in ATTRIBUTE_TYPES:
+        if text == kind:
+            return kind
+    raise ValueError(f"unknown type `{text}`; use one of {', '.join(ATTRIBUTE_TYPES)}")
+
+
 def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
     what = f"routes[{index}]"
     entries = check.mapping(node, what, _ROUTE_KEYS)
@@ -353,12 +367,26 @@ def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
     account = check.convert(entries["account"], f"{what}.account", ValueSource.parse) \
         if "account" in entries else None
     attributes: dict[str, ValueSource] = {}
+    types: dict[str, AttributeType] = {}
     if "attributes" in entries:
         for name, source_node in check.mapping(entries["attributes"], f"{what}.attributes",
                                                None).items():
-            source = check.convert(source_node, f"{what}.attributes.{name}", ValueSource.parse)
+            where = f"{what}.attributes.{name}"
+            type_node = None
+            if isinstance(source_node, yaml.MappingNode):  # {source: body:seats, type: number}
+                typed = check.mapping(source_node, where, _ATTRIBUTE_KEYS)
+                if "source" not in typed:
+                    check.problem(source_node, f"{where} needs `source:`, e.g. "
+                                               f"`{{source: body:{name}, type: number}}`")
+                    continue
+                source_node, type_node = typed["source"], typed.get("type")
+            source = check.convert(source_node, where, ValueSource.parse)
             if source is not None:
                 attributes[name] = source
+            if type_node is not None:
+                kind = check.convert(type_node, f"{where}.type", _parse_attribute_type)
+                if kind is not None:
+                    types[name] = kind
     statuses: set[int] = set()
     if "failure_statuses" in entries:
         for status_node in check.sequence(entries["failure_statuses"],
@@ -377,7 +405,7 @@ def _load_route(check: _Checker, node: yaml.Node, index: int) -> Route | None:
     if path is None or event is None or method is None:
         return None
     return Route(path, method.upper(), event, account, attributes, frozenset(statuses),
-                 fail_mode, closed)
+                 fail_mode, closed, types)
 
 
 def load_config(path: str | Path) -> Config:

@@ -37,6 +37,7 @@ from riskgate.rules.loader import load_ruleset
 from riskgate.rules.model import RuleSet
 from riskgate.rules.reload import RuleReloader
 from riskgate.rules.runtime_lists import RuntimeLists
+from riskgate.rules.wiring import config_warnings
 from riskgate.signals.extractor import SignalExtractor
 from riskgate.signals.keys import Keyer
 from riskgate.store import MemoryStore, open_store
@@ -88,8 +89,8 @@ def prepare(config: Config) -> Prepared:
     ``riskgate serve`` calls it before it forks workers, so a bad rule set is refused
     once, with its problems, instead of in every worker.
     """
-    ruleset = load_ruleset(config.rules)
     keyer = Keyer(config.secret.encode())
+    ruleset = load_ruleset(config.rules, keyer=keyer)
     signals, warnings = SignalExtractor.from_config(config, keyer)
     return Prepared(ruleset, keyer, signals, tuple(warnings))
 
@@ -129,11 +130,26 @@ class Service:
                              config.feedback_ttl, runtime_lists=RuntimeLists(store, keyer),
                              model=model)
         self.challenges = Challenges(config.secret.encode(), store)
-        self.reloader = RuleReloader(config.rules, ruleset, self._install)
+        self.reloader = RuleReloader(config.rules, ruleset, self._install, keyer)
         self._watcher: asyncio.Task[None] | None = None
+        self._source_warnings = prepared.warnings
+        self.rule_warnings: tuple[str, ...] = ()
+        self._judge(ruleset)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What keeps signals or rules from working as written: sources that could not be
+        opened, rules reading sources the config lacks. ``/readyz`` lists them."""
+        return (*self._source_warnings, *self.rule_warnings)
+
+    def _judge(self, ruleset: RuleSet) -> None:
+        self.rule_warnings = tuple(str(w) for w in config_warnings(ruleset, self.config))
+        for warning in self.rule_warnings:
+            logger.warning("%s", warning)
 
     def _install(self, ruleset: RuleSet) -> None:
         self.engine.ruleset = ruleset
+        self._judge(ruleset)
 
     async def start(self, effects: HostEffects = NO_HOST_EFFECTS) -> None:
         """Start background work; ``effects`` says what it may do to the process."""

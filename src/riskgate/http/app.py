@@ -97,7 +97,8 @@ class Served:
         except StoreError as exc:
             return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
         return JSONResponse({"ready": True, "rules_version": self.engine.ruleset.version,
-                             "rules_refused": list(self.service.reloader.refused)})
+                             "rules_refused": list(self.service.reloader.refused),
+                             "warnings": list(self.service.warnings)})
 
 
 async def _healthz(_: Request) -> Response:

@@ -21,7 +21,7 @@ import html
 import logging
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -39,8 +39,10 @@ from riskgate.http.request import (
     RouteMatcher,
     TrustedProxies,
     ValueReader,
+    convert_attribute,
     request_headers,
 )
+from riskgate.observability import metrics
 from riskgate.signals.keys import Keyer, ip_prefix
 
 logger = logging.getLogger(__name__)
@@ -109,7 +111,6 @@ class Gateway:
     ) -> tuple[RiskEvent, ClientBinding]:
         reader = ValueReader(view, match.path_params)
         binding = self.binding(view, reader)
-        attributes = {name: reader.read(source) for name, source in match.route.attributes.items()}
         event = RiskEvent(
             request_id=request_id,
             event=match.route.event,
@@ -119,10 +120,26 @@ class Gateway:
             device_id=reader.text(self.config.device_id),
             user_agent=capped(view.headers.get("user-agent", "")) or None,
             headers=request_headers(view.headers),
-            attributes={name: value for name, value in attributes.items() if value is not None},
+            attributes=self.attributes(match.route, reader),
             challenge_passed=self.challenges.pass_valid(reader.text(_PASS_SOURCE), binding, now),
         )
         return event, binding
+
+    @staticmethod
+    def attributes(route: Route, reader: ValueReader) -> dict[str, Any]:
+        """The route's attributes, each converted to its declared type; a value that
+        does not convert is dropped (and counted), as if the request had not sent it."""
+        found: dict[str, Any] = {}
+        for name, source in route.attributes.items():
+            value = reader.read(source)
+            kind = route.attribute_types.get(name)
+            if value is not None and kind is not None:
+                value = convert_attribute(value, kind)
+                if value is None:
+                    metrics.ATTRIBUTES_DROPPED.labels(route.event, name).inc()
+            if value is not None:
+                found[name] = value
+        return found
 
     async def score(self, match: RouteMatch, view: RequestView) -> Scored:
         now = time.time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
@@ -14,7 +15,7 @@ from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.routing import compile_path
 
-from riskgate.config import IPNetwork, Route, ValueSource
+from riskgate.config import AttributeType, IPNetwork, Route, ValueSource
 from riskgate.errors import InputError
 from riskgate.event.body import decode_json, encodable, fits_64_bits
 from riskgate.event.ip import parse_ip
@@ -232,6 +233,48 @@ def parse_body_fields(content_type: str, body: bytes) -> Mapping[str, Any]:
             return {}
         return payload if isinstance(payload, dict) else {}
     return {}
+
+
+_INTEGER: Final = re.compile(r"[+-]?\d{1,19}")
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})  # "on": an HTML checkbox
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+
+
+def convert_attribute(value: Any, kind: AttributeType) -> Any:
+    """``value`` as the type a route declares, or None when it does not convert.
+
+    Form fields, headers and query values are always text, so a rule's
+    ``attributes.seats > 9`` only sees a number when the route declares one.
+
+    >>> convert_attribute("20", "number"), convert_attribute(" 2.5 ", "number")
+    (20, 2.5)
+    >>> convert_attribute("twenty", "number"), convert_attribute("nan", "number")
+    (None, None)
+    >>> convert_attribute("on", "boolean"), convert_attribute(0, "boolean")
+    (True, False)
+    >>> convert_attribute(1234, "string"), convert_attribute(True, "number")
+    ('1234', None)
+    """
+    if kind == "string":
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        return True if text in _TRUE else False if text in _FALSE else None
+    if isinstance(value, bool):  # JSON true is not the number 1 a rule means
+        return None
+    if isinstance(value, int | float):
+        return value if math.isfinite(value) else None
+    text = str(value).strip()
+    if _INTEGER.fullmatch(text):
+        number = int(text)
+        return number if fits_64_bits(number) else None
+    try:
+        decimal = float(text)
+    except ValueError:
+        return None
+    return decimal if math.isfinite(decimal) else None
 
 
 class ValueReader:

@@ -43,6 +43,13 @@ DECISION_LOG_DROPPED = Counter(
     registry=REGISTRY,
 )
 
+ATTRIBUTES_DROPPED = Counter(
+    "riskgate_attribute_conversion_failures",
+    "Attribute values dropped because they did not convert to the type their route "
+    "declares, by event and attribute name (both from the config).",
+    ["event", "attribute"], registry=REGISTRY,
+)
+
 
 # labels() takes a lock and builds a tuple on every call; a decision would pay for
 # that several times, so the labelled children are looked up once and kept.

@@ -34,12 +34,12 @@ import ast
 import difflib
 import ipaddress
 import math
-import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from riskgate.rules.members import CidrSet, ExprType, Members
+from riskgate.rules.regex import RegexError, compile_search
 from riskgate.signals import catalog
 
 _TYPE_WORDS: Final[dict[str, str]] = {
@@ -139,6 +139,78 @@ def check(source: str, ns: Namespace) -> tuple[Expr | None, list[ExprProblem]]:
         return None, [ExprProblem(1, 0, "`when` is nested too deeply; split it into rules")]
     compiler.want_condition(tree, kind, "`when`")
     return (None if compiler.problems else Expr(source, tree)), compiler.problems
+
+
+# --- what an expression reads -------------------------------------------------------------
+
+
+def _dotted(node: ast.expr) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.insert(0, node.attr)
+        node = node.value
+    return ".".join([node.id, *parts]) if isinstance(node, ast.Name) else None
+
+
+def references(expr: Expr) -> set[str]:
+    """The dotted names ``expr`` reads: signals, ``attributes.X``, ``counters.X`` ...
+
+    >>> ns = Namespace.build()
+    >>> sorted(references(check("ip.country == 'RU' and attributes.seats > 9", ns)[0]))
+    ['attributes.seats', 'ip.country']
+    """
+    found: set[str] = set()
+    pending: list[ast.AST] = [expr.tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Call):  # the function's name is not a value it reads
+            pending.extend(node.args)
+            continue
+        name = _dotted(node) if isinstance(node, ast.Attribute | ast.Name) else None
+        if name is not None:
+            found.add(name)
+        else:
+            pending.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _is_number(node: ast.expr) -> bool:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        node = node.operand
+    return (isinstance(node, ast.Constant) and isinstance(node.value, int | float)
+            and not isinstance(node.value, bool))
+
+
+def compared_with_numbers(expr: Expr, family: str = "attributes") -> set[str]:
+    """Names of ``family`` members that ``expr`` compares with a number literal.
+
+    The type checker cannot judge these (an attribute is whatever the request sent),
+    so :mod:`riskgate.rules.wiring` holds them against the routes' declared types.
+
+    >>> ns = Namespace.build()
+    >>> e, _ = check("attributes.seats > 9 or attributes.flight == 'CA1' or "
+    ...              "attributes.party in [1, 2]", ns)
+    >>> sorted(compared_with_numbers(e))
+    ['party', 'seats']
+    """
+    found: set[str] = set()
+    for node in ast.walk(expr.tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for left, op, right in zip(operands, node.ops, operands[1:], strict=False):
+            if isinstance(op, ast.In | ast.NotIn):
+                numbers = isinstance(right, ast.List | ast.Tuple | ast.Set) and any(
+                    _is_number(e) for e in right.elts)
+                pairs = [(left, right)] if numbers else []
+            else:
+                pairs = [(left, right), (right, left)]
+            for value, other in pairs:
+                name = _dotted(value) if isinstance(value, ast.Attribute) else None
+                if name and name.startswith(f"{family}.") and (
+                        _is_number(other) or isinstance(op, ast.In | ast.NotIn)):
+                    found.add(name.partition(".")[2])
+    return found
 
 
 # --- code generation ------------------------------------------------------------------------
@@ -545,10 +617,9 @@ class _Compiler:
         if not (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)):
             return self.problem(pattern, "`matches()` takes the regex as a quoted string")
         try:
-            search = re.compile(pattern.value).search
-        except re.error as e:
-            return self.problem(pattern, f"bad regex {pattern.value!r}: {e.msg} "
-                                         f"at position {e.pos}")
+            search = compile_search(pattern.value)
+        except RegexError as e:
+            return self.problem(pattern, str(e))
         test = f"(isinstance({s_first}, str) and {self.b.const(search)}({s}) is not None)"
         return self.pure(test, s_first), "bool"
 

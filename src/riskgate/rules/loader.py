@@ -27,6 +27,7 @@ one call of one compiled function per event; :func:`run_rule_tests` runs the ``t
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import re
@@ -80,13 +81,23 @@ _KEY_HELP: Final = ("ip, ip_prefix, account, device, email_domain or an attribut
                     "joined with + for a combination such as account+flight")
 
 
-def load_ruleset(path: str | PathLike[str], *, today: date | None = None) -> RuleSet:
+#: Keys identities in rule sets loaded without a service's secret (``riskgate rules
+#: check`` / ``test``): device lists and the facts of rule tests agree with each other.
+RULE_TEST_KEYER: Final = Keyer(b"rule tests")
+
+
+def load_ruleset(
+    path: str | PathLike[str], *, today: date | None = None, keyer: Keyer | None = None
+) -> RuleSet:
     """Read, validate and compile a rule file or folder; raise with every problem found.
 
     ``today`` (default: the current UTC date) decides which rules are reported on
-    :attr:`RuleSet.warnings` as expiring within 14 days or already expired.
+    :attr:`RuleSet.warnings` as expiring within 14 days or already expired. ``keyer``
+    keys the entries of ``type: device`` lists and the identities of rule tests as the
+    serving extractor keys ``device.key``: pass the service's; the default,
+    :data:`RULE_TEST_KEYER`, suits checking and testing a set without a config.
     """
-    return _Loader(Path(path), today or datetime.now(UTC).date()).load()
+    return _Loader(Path(path), today or datetime.now(UTC).date(), keyer or RULE_TEST_KEYER).load()
 
 
 class _File:
@@ -113,9 +124,10 @@ def _where(node: yaml.Node) -> tuple[int, int]:
 class _Loader:
     """Collects every problem of a rule set before giving up, so one run shows them all."""
 
-    def __init__(self, path: Path, today: date) -> None:
+    def __init__(self, path: Path, today: date, keyer: Keyer) -> None:
         self.path = path
         self.today = today
+        self.keyer = keyer
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.digest = hashlib.sha256()
@@ -360,6 +372,10 @@ class _Loader:
             return None
         self.digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         parse, build = LIST_PARSERS[kind]
+        if kind == "device":
+            # Facts carry device ids only keyed with the secret (`device.key`), so the raw
+            # ids analysts list are keyed the same way once, here.
+            parse = functools.partial(self.keyer, "device")
         entries = []
         for number, raw in enumerate(text.split("\n"), start=1):
             entry = raw.split(" #")[0].strip()  # " #" so a pattern may still contain "#"
@@ -371,7 +387,12 @@ class _Loader:
                 self.problems.append(Problem(str(path), number, 1,
                                              f"{what} ({kind}): bad entry `{entry}`: {e}; "
                                              "fix or remove the line"))
-        return ListSpec(name, kind, str(path), build(entries), len(entries))
+        try:
+            members = build(entries)
+        except ValueError as e:  # entries that each compile may not compile joined
+            self.err(f, m["file"], f"{what} ({kind}): the entries of `{path}` together: {e}")
+            return None
+        return ListSpec(name, kind, str(path), members, len(entries))
 
     # -- rules
 
@@ -588,7 +609,7 @@ class _Loader:
         except (ValueError, AttributeError) as e:
             self.err(f, node, f"{what} event is not a valid request: {e}")
             return {"event": event}
-        facts = dict.fromkeys(ns.signals) | SignalExtractor(Keyer(b"rule tests")).facts(request)
+        facts = dict.fromkeys(ns.signals) | SignalExtractor(self.keyer).facts(request)
         for name, value, value_node in overrides:
             root = name.split(".")[0]
             kind = ns.signals.get(name) or (

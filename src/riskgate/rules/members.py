@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Final, Literal
 
+from riskgate.rules.regex import compile_search
+
 #: The value types of the rule language: what a signal, a list element or an
 #: expression holds. ``any`` is an open family member (``attributes.x``), checked at run time.
 ExprType = Literal["str", "num", "bool", "any"]
@@ -85,7 +87,7 @@ class DomainSet(Members):
 
 
 class PatternSet(Members):
-    """Regular expressions (case-insensitive) joined into one, searched anywhere in the text.
+    """Regular expressions (case-insensitive, RE2) joined into one, searched anywhere.
 
     >>> "Mozilla/5.0 HeadlessChrome/120" in PatternSet(["headlesschrome", "^curl/"])
     True
@@ -93,11 +95,12 @@ class PatternSet(Members):
 
     def __init__(self, patterns: Iterable[str]) -> None:
         # One alternation is one regex scan per request instead of one per pattern.
-        joined = "|".join(f"(?:{p})" for p in patterns) or "(?!)"
-        self._search = re.compile(joined, re.IGNORECASE).search
+        joined = "|".join(f"(?:{p})" for p in patterns)
+        self._search = compile_search(joined, ignore_case=True) if joined else None
 
     def __contains__(self, value: object) -> bool:
-        return isinstance(value, str) and self._search(value) is not None
+        return (isinstance(value, str) and self._search is not None
+                and self._search(value) is not None)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -174,10 +177,7 @@ def _domain(text: str) -> str:
 
 
 def _pattern(text: str) -> str:
-    try:
-        re.compile(text)
-    except re.error as e:
-        raise ValueError(f"bad regex: {e.msg} at position {e.pos}") from None
+    compile_search(text, ignore_case=True)  # RegexError is a ValueError naming the fix
     return text
 
 

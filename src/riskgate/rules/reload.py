@@ -23,6 +23,7 @@ from riskgate.errors import RuleSetError
 from riskgate.observability import metrics
 from riskgate.rules.loader import load_ruleset
 from riskgate.rules.model import RuleSet
+from riskgate.signals.keys import Keyer
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ class RuleReloader:
     the atomic swap.
     """
 
-    def __init__(self, path: Path, current: RuleSet, install: Callable[[RuleSet], None]) -> None:
+    def __init__(self, path: Path, current: RuleSet, install: Callable[[RuleSet], None],
+                 keyer: Keyer | None = None) -> None:
         self.path = path
+        self.keyer = keyer  # the serving one: device lists must be keyed as facts are
         self._install = install
         self.version = current.version
         #: Problems of the last refused set, until a later reload succeeds.
@@ -59,7 +62,7 @@ class RuleReloader:
         """Load, validate and swap; the previous set stays when validation fails."""
         async with self._lock:  # two triggers at once must not race each other's swap
             try:
-                ruleset = await asyncio.to_thread(load_ruleset, self.path)
+                ruleset = await asyncio.to_thread(load_ruleset, self.path, keyer=self.keyer)
             except RuleSetError as error:
                 self.refused = tuple(str(p) for p in error.problems)
                 metrics.RULE_RELOADS.labels("refused").inc()

@@ -81,7 +81,8 @@ CATALOG: Final[dict[str, SignalSpec]] = _catalog(
         SignalSpec("ip.is_residential_proxy", "bool", "A residential proxy exit.",
                    "MaxMind Anonymous-IP", _GEO_COST),
         SignalSpec("ip.datacenter", "bool",
-                   "Hosting flag, or the address/ASN is on a configured datacenter list.",
+                   "Hosting flag, or the address/ASN is on a datacenter list (the "
+                   "configured ones, else the bundled ASN list).",
                    "MaxMind Anonymous-IP + datacenter lists", "~1 µs (binary search)"),
         SignalSpec("ip.connection_type", "str",
                    "Cable/DSL, Cellular, Corporate, Satellite.", "MaxMind Connection-Type",
@@ -118,7 +119,8 @@ CATALOG: Final[dict[str, SignalSpec]] = _catalog(
                    "The normalised email (case, gmail dots, +tags) keyed with the secret.",
                    "request"),
         SignalSpec("account.disposable_email", "bool",
-                   "The email domain or a parent is on the disposable-domain list.",
+                   "The email domain or a parent is on the disposable-domain list (the "
+                   "configured one, else the bundled disposable-email-domains package).",
                    "disposable-domain list"),
         SignalSpec("account.username_sequential", "bool",
                    "A word stem and a zero-padded or 5+ digit number (user0042).", "request"),

@@ -15,7 +15,13 @@ from riskgate.config import Config
 from riskgate.errors import SignalSourceError
 from riskgate.event.types import RiskEvent
 from riskgate.signals.catalog import DEFAULT_PII_ATTRIBUTES
-from riskgate.signals.geoip import GEO_FACTS, DatacenterLists, GeoIP, datacenter
+from riskgate.signals.geoip import (
+    DEFAULT_DATACENTER_ASNS,
+    GEO_FACTS,
+    DatacenterLists,
+    GeoIP,
+    datacenter,
+)
 from riskgate.signals.headers import check_headers
 from riskgate.signals.identity import DisposableDomains, IdentitySignals, username_shape
 from riskgate.signals.keys import Keyer, email_domain, ip_prefix
@@ -27,7 +33,8 @@ class SignalExtractor:
 
     Every source is optional: without ``geoip`` the MaxMind facts are None, without
     ``datacenter`` lists ``ip.datacenter`` falls back to the hosting flag, and without
-    a disposable list ``account.disposable_email`` is None.
+    a disposable list ``account.disposable_email`` is None. :meth:`from_config` fills
+    the two lists from the bundled defaults when the config names none.
 
     >>> import ipaddress
     >>> x = SignalExtractor(Keyer(b"k"))
@@ -78,19 +85,21 @@ class SignalExtractor:
                          for error in geoip.startup_errors]
         sources = config.signals
         datacenter_lists = None
-        if sources.datacenter_asns or sources.datacenter_networks:
-            try:
-                datacenter_lists = DatacenterLists.from_files(sources.datacenter_asns,
-                                                              sources.datacenter_networks)
-            except SignalSourceError as error:
-                warnings.append(f"{error}; ip.datacenter uses the hosting flag alone")
+        try:
+            datacenter_lists = DatacenterLists.from_files(
+                sources.datacenter_asns or (DEFAULT_DATACENTER_ASNS,),
+                sources.datacenter_networks)
+        except SignalSourceError as error:
+            warnings.append(f"{error}; ip.datacenter uses the hosting flag alone")
         disposable = None
-        if sources.disposable_email_domains is not None:
-            try:
+        try:
+            if sources.disposable_email_domains is not None:
                 disposable = DisposableDomains.from_files(sources.disposable_email_domains,
                                                           sources.disposable_email_allowlist)
-            except SignalSourceError as error:
-                warnings.append(f"{error}; account.disposable_email is unknown")
+            else:
+                disposable = DisposableDomains.bundled(sources.disposable_email_allowlist)
+        except SignalSourceError as error:
+            warnings.append(f"{error}; account.disposable_email is unknown")
         extractor = cls(keyer, geoip=geoip, datacenter=datacenter_lists,
                         identity=IdentitySignals(disposable),
                         tls_fingerprint_header=sources.tls_fingerprint_header)

@@ -48,6 +48,9 @@ _TYPES: Final[dict[DatabaseKind, tuple[str, ...]]] = {
     "connection_type": ("Connection-Type",),
 }
 
+#: Hosting ASNs from X4BNet/lists_vpn (MIT), shipped so ``ip.datacenter`` works with an
+#: ASN database and no list of one's own; provenance in the file's header.
+DEFAULT_DATACENTER_ASNS: Final = Path(__file__).parent / "data" / "datacenter_asns.txt"
 #: Facts produced here, all None when no database could answer.
 GEO_FACTS: Final[tuple[str, ...]] = (
     "ip.network", "ip.country", "ip.registered_country", "ip.city", "ip.lat", "ip.lon",
@@ -370,8 +373,11 @@ class DatacenterLists:
             ) from None
         return cls(frozenset(asns), networks)
 
-    def __call__(self, ip: IPAddress, asn: int | None) -> bool:
-        return ip in self.networks or (asn is not None and asn in self.asns)
+    def __call__(self, ip: IPAddress, asn: int | None) -> bool | None:
+        """Listed or not; None when neither list can judge (no networks, no ASN known)."""
+        if ip in self.networks or (asn is not None and asn in self.asns):
+            return True
+        return None if asn is None and not len(self.networks) else False
 
 
 def datacenter(
@@ -382,9 +388,10 @@ def datacenter(
     None only when neither an Anonymous-IP answer nor any list is available.
     """
     hosting = geo.get("ip.is_hosting")
-    if hosting or (lists is not None and lists(ip, geo.get("ip.asn"))):
+    listed = lists(ip, geo.get("ip.asn")) if lists is not None else None
+    if hosting or listed:
         return True
-    if hosting is None and lists is None:
+    if hosting is None and listed is None:
         return None
     return False
 

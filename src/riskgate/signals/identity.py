@@ -116,6 +116,18 @@ class DisposableDomains:
         allow = _read_domains(allowlist, "disposable-email allowlist") if allowlist else ()
         return cls(_read_domains(blocklist, "disposable-email blocklist"), allow)
 
+    @classmethod
+    def bundled(cls, allowlist: str | Path | None = None) -> DisposableDomains:
+        """The list of the ``disposable-email-domains`` package (CC0, maintained by the
+        disposable-email-domains project; upgrade the package to refresh it), plus an
+        allowlist file of one's own."""
+        import disposable_email_domains  # loaded once, only when no list is configured
+
+        allow = set(disposable_email_domains.allowlist)
+        if allowlist:
+            allow |= _read_domains(allowlist, "disposable-email allowlist")
+        return cls(disposable_email_domains.blocklist, allow)
+
     def __call__(self, domain: str) -> bool:
         labels = domain.lower().rstrip(".").split(".")
         # Longest suffix first, and never the bare top-level domain.
