@@ -15,7 +15,7 @@ import uvicorn
 
 import riskgate
 from riskgate.http.demo import demo_upstream
-from support import riskgate_serve
+from support import riskgate_serve, write_rules
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "cli-test-secret-0123456789"
@@ -34,6 +34,7 @@ def test_version() -> None:
 def test_serve_with_a_bad_config_exits_non_zero_with_one_line_per_problem(tmp_path: Path) -> None:
     config = tmp_path / "riskgate.yaml"
     config.write_text("secret: ${RG_CLI_UNSET}\nstore: mysql://db\n")
+    write_rules(tmp_path, "rules: []\n")
     result = riskgate_cli("serve", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -41,6 +42,21 @@ def test_serve_with_a_bad_config_exits_non_zero_with_one_line_per_problem(tmp_pa
         "write the value in the file",
         f"riskgate: {config}:2:8: store: `mysql://db` is not a store URL; use memory:// or "
         "redis://host:6379/0",
+    ]
+
+
+def test_serve_reports_config_and_rule_problems_in_one_run(tmp_path: Path) -> None:
+    config = tmp_path / "riskgate.yaml"
+    config.write_text("secret: short\nmax_body_bytes: 0\n")
+    rules = write_rules(tmp_path, "rules:\n  - {id: x, when: counters.nope > 1, score: 1}\n")
+    result = riskgate_cli("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"riskgate: {config}:2:17: max_body_bytes must be positive",
+        f"riskgate: {config}:1:9: `secret` is 5 characters long; use a random value of at "
+        "least 16",
+        f"riskgate: {rules / 'rules.yaml'}:2:19: rule x: unknown counter `nope`; no counters "
+        "are declared: add it under `counters:`",
     ]
 
 
@@ -120,6 +136,7 @@ def test_serve_as_a_proxy_passes_the_upstreams_date_and_server_headers_once(
 def test_serve_with_an_empty_config_file_names_the_missing_secret(tmp_path: Path) -> None:
     config = tmp_path / "riskgate.yaml"
     config.write_text("# nothing yet\n")
+    write_rules(tmp_path, "rules: []\n")
     result = riskgate_cli("serve", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr == (f"riskgate: {config}: `secret` is missing; set `secret: "

@@ -36,11 +36,23 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from riskgate.config import load_config
+    from riskgate.errors import ConfigError, RuleSetError
     from riskgate.http.app import CONFIG_ENV
     from riskgate.http.server import MAX_HEADER_BYTES_ENV
+    from riskgate.rules.loader import load_ruleset
     from riskgate.service import prepare
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        # Every problem in one run: the rule set's too, when the config names it.
+        problems = list(error.problems)
+        if error.rules is not None:
+            try:
+                load_ruleset(error.rules)
+            except RuleSetError as rules_error:
+                problems += rules_error.problems
+        raise ConfigError(problems) from None
     # Refuse to start on a bad rule set, with its problems, before workers fork.
     for warning in prepare(config).warnings:
         print(f"riskgate: warning: {warning}", file=sys.stderr)

@@ -486,9 +486,10 @@ def load_config(path: str | Path) -> Config:
     if secret is None and "secret" not in entries:
         check.problem(root, "`secret` is missing; set `secret: ${RISKGATE_SECRET}` and export "
                       "a random value of at least 16 characters")
-    elif isinstance(secret, str) and len(secret) < _MIN_SECRET_LENGTH and not check.problems:
+    elif isinstance(secret, str) and len(secret) < _MIN_SECRET_LENGTH and not any(
+            p.line == entries["secret"].start_mark.line + 1 for p in check.problems):
         check.problem(entries["secret"], f"`secret` is {len(secret)} characters long; use a random "
                       f"value of at least {_MIN_SECRET_LENGTH}")
     if check.problems:
-        raise ConfigError(check.problems)
+        raise ConfigError(check.problems, values.get("rules"))
     return Config(**values)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class RiskGateError(Exception):
@@ -58,7 +59,15 @@ class SourceError(RiskGateError):
 
 
 class ConfigError(SourceError):
-    """The configuration file cannot be used as written."""
+    """The configuration file cannot be used as written.
+
+    ``rules`` is the rule folder the file names, when that much could be read, so a
+    caller can report the rule set's problems in the same run.
+    """
+
+    def __init__(self, problems: Sequence[Problem], rules: Path | None = None) -> None:
+        super().__init__(problems)
+        self.rules = rules
 
 
 class RuleSetError(SourceError):
