@@ -228,16 +228,35 @@ class RedisCluster:
             node.stop()
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The uvicorn worker processes ``parent`` spawned (not multiprocessing's helpers)."""
+    workers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # it exited while we looked
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            workers.append(int(stat.parent.name))
+    return sorted(workers)
+
+
 @contextlib.contextmanager
-def riskgate_serve(config: Path, env: dict[str, str] | None = None
+def riskgate_serve(config: Path, env: dict[str, str] | None = None, workers: int = 1,
+                   executable: Path | None = None
                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``riskgate serve --config CONFIG`` on a free port; yields its base URL and process.
 
-    Stopped with Ctrl-C (SIGINT), as an operator would, so shutdown is tested too.
+    ``executable``: a ``riskgate`` command to run instead of this interpreter's module
+    (an installed wheel's). Stopped with Ctrl-C (SIGINT), as an operator would, so
+    shutdown is tested too.
     """
     port = free_port()
+    command = [str(executable)] if executable else [sys.executable, "-m", "riskgate"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "riskgate", "serve", "--config", str(config), "--port", str(port)],
+        [*command, "serve", "--config", str(config), "--port", str(port),
+         "--workers", str(workers)],
         env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
