@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests and benchmarks drive for real, as PACKAGE:COMMAND pairs
 # (installed when the command is missing and we are root).
-TEST_PACKAGES  := redis-server:redis-server chromium:chromium nginx-light:nginx
+TEST_PACKAGES  := redis-server:redis-server redis-tools:redis-cli chromium:chromium nginx-light:nginx
 BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
-.PHONY: run test lint bench clean system-packages-test system-packages-bench
+.PHONY: run test lint bench bench-memory clean system-packages-test system-packages-bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ test: $(STAMP) system-packages-test lint
 
 bench: $(STAMP) system-packages-bench
 	$(BIN)/python bench/run.py
+
+# A million addresses through a real Redis: some minutes, so apart from `make bench`.
+bench-memory: $(STAMP) system-packages-bench
+	$(BIN)/python bench/memory_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -44,7 +44,10 @@ from harness import (
     wrk,
 )
 
-SERVERS = ("bare", "limits", "riskgate")
+SERVERS = ("bare", "limits", "riskgate", "riskgate2")
+#: Servers that are ``riskgate serve``: their workers and Redis database (apart, so
+#: neither sees the other's counters).
+RISKGATE_WORKERS = {"riskgate": (1, 0), "riskgate2": (2, 3)}
 TARGETS = {"riskgate/bare": 0.5, "riskgate/limits": 1.3, "commands_per_decision": 1.0}
 
 
@@ -69,10 +72,11 @@ def start_server(name: str, tmp: Path, redis_port: int, args: argparse.Namespace
     else:
         # No upstream: the decision API alone. The decision log goes to a temp file by
         # default because writing it is part of every decision's work in production.
+        workers, db = RISKGATE_WORKERS[name]
         config = riskgate_config(
-            tmp / "riskgate.yaml", f"redis://127.0.0.1:{redis_port}/0", args.rules,
-            tmp / "decisions.jsonl" if args.decision_log == "file" else None)
-        argv = riskgate_argv(config, port)
+            tmp / f"{name}.yaml", f"redis://127.0.0.1:{redis_port}/{db}", args.rules,
+            tmp / f"{name}-decisions.jsonl" if args.decision_log == "file" else None)
+        argv = riskgate_argv(config, port, workers)
     return Server(name, Child.listening(name, argv, port, tmp / f"{name}.log", env), port)
 
 
@@ -238,7 +242,7 @@ def summarize(servers: dict[str, Server], audits: dict[str, dict[str, Any]]) -> 
                 "runs_rps": [round(r["rps"], 1) for r in server.runs],
                 "noisy_runs": sum(r["other_cpu_cores"] > NOISY_CORES for r in server.runs),
             }
-    for name in ("limits", "riskgate"):
+    for name in ("limits", *RISKGATE_WORKERS):
         if name in summary:
             runs = servers[name].runs
             summary[name]["commands_per_decision"] = round(
@@ -246,6 +250,9 @@ def summarize(servers: dict[str, Server], audits: dict[str, dict[str, Any]]) -> 
             summary[name]["evalsha_per_decision"] = round(median(runs, "evalsha_per_decision"), 4)
             if name in audits:
                 summary[name]["sent_per_decision"] = audits[name]["sent_per_decision"]
+    if "riskgate" in summary and "riskgate2" in summary:
+        summary["riskgate2/riskgate"] = round(
+            summary["riskgate2"]["decisions_per_s"] / summary["riskgate"]["decisions_per_s"], 3)
     rg = summary.get("riskgate")
     if rg:
         for peer in ("bare", "limits"):

@@ -64,6 +64,18 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # it exited while we looked
+    return found
+
+
 @dataclass
 class Child:
     """A subprocess with its log file; stopped with SIGTERM, then SIGKILL."""
@@ -111,7 +123,9 @@ class Child:
             raise BenchError(f"{self.name} died during {during}:\n{log_tail(self.log)}")
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        """CPU time of the process and its children alive now (uvicorn's workers)."""
+        return cpu_seconds(self.proc.pid) + sum(
+            cpu_seconds(pid) for pid in child_pids(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -140,9 +154,9 @@ def uvicorn_argv(app: str, port: int) -> list[str]:
             "--http", "httptools", "--no-access-log", "--log-level", "warning"]
 
 
-def riskgate_argv(config: Path, port: int) -> list[str]:
+def riskgate_argv(config: Path, port: int, workers: int = 1) -> list[str]:
     return [str(BIN / "riskgate"), "serve", "--config", str(config),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
 
 
 def riskgate_config(path: Path, store: str, rules: Path, decision_log: Path | None,

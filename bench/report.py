@@ -59,7 +59,10 @@ def print_decide(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]],
             rounds = " ".join(f"{r:.2f}" for r in summary[f"{ratio} per round"])
             print(f"{ratio:<16} {summary[ratio]:>6.2f}   target ≥ {target}  {verdict}"
                   f"   (per round: {rounds})")
-    for name in ("riskgate", "limits"):
+    if "riskgate2/riskgate" in summary:
+        print(f"{'riskgate2/riskgate':<16} {summary['riskgate2/riskgate']:>6.2f}   "
+              f"2 workers against 1, on {os.cpu_count()} CPUs shared with wrk and Redis")
+    for name in ("riskgate", "riskgate2", "limits"):
         row = summary.get(name)
         if row is None:
             continue

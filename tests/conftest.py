@@ -1,19 +1,22 @@
 """Shared fixtures.
 
 Store fixtures: ``redis_server`` (a real redis-server for the session), ``redis_url``
-(that server, flushed), and ``store`` (an open store, once per backend).
+(that server, flushed), ``redis_cluster`` and ``cluster_url`` (a real 3-primary Redis
+Cluster with a replica each, the same way), and ``store`` (an open store, once per
+backend: memory, Redis, Redis Cluster).
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from riskgate.store import Store, open_store
-from support import RedisServer
+from support import RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -21,19 +24,56 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def redis_command(name: str) -> str:
+    """The path of a Debian redis command, or fail saying how to install it."""
+    executable = shutil.which(name)
+    if executable is None:
+        package = "redis-server" if name == "redis-server" else "redis-tools"
+        pytest.fail(f"{name} not found; install it with: apt-get install {package}",
+                    pytrace=False)
+    return executable
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server not found; install it with: apt-get install redis-server",
-                    pytrace=False)  # fmt: skip
-    server = RedisServer(tmp_path_factory.mktemp("redis"), executable)
+    server = RedisServer(tmp_path_factory.mktemp("redis"), redis_command("redis-server"))
     try:
         server.start()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     yield server
     server.stop()
+
+
+def start_cluster(directory: Path) -> RedisCluster:
+    """A running 3-primary, 3-replica cluster in ``directory``; fails the test if not."""
+    cluster = RedisCluster(directory, redis_command("redis-server"), redis_command("redis-cli"))
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A cluster for one test alone: for tests that kill its nodes."""
+    cluster = start_cluster(tmp_path / "cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture
@@ -43,11 +83,18 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store_uri(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
-    url: str = request.getfixturevalue("redis_url")
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each shared store: a Redis, a Redis Cluster (both flushed)."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 
 

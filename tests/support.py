@@ -96,6 +96,13 @@ class RedisServer:
         stop_process(self._process, timeout=5)
         self._process = None
 
+    def kill(self) -> None:
+        """Kill it without warning (SIGKILL), as a crashed machine would go."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:
         """Redis is down inside the block, and back up, empty, after it."""
@@ -117,16 +124,139 @@ class RedisServer:
             os.kill(self._process.pid, signal.SIGCONT)
 
 
+class RedisCluster:
+    """A throwaway Redis Cluster: ``masters`` primaries with ``replicas`` each, on free ports.
+
+    Built as an operator would: ``redis-server --cluster-enabled yes`` per node, then
+    ``redis-cli --cluster create``. ``node_timeout_ms`` is how long a silent primary
+    goes before its replica takes over (Redis's default is 15 s; tests want it short).
+    """
+
+    def __init__(self, directory: Path, executable: str = "redis-server", cli: str = "redis-cli",
+                 masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        self.cli = cli
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = []
+        for n in range(masters * (1 + replicas)):
+            folder = directory / f"node{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            # The bus port is named: its default, the port + 10000, may be taken or > 65535.
+            self.nodes.append(RedisServer(folder, executable, extra_args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(free_port()),
+                "--cluster-node-timeout", str(node_timeout_ms))))
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def start(self, timeout: float = 30) -> None:
+        """Start every node, create the cluster, wait until every slot is served and every
+        replica is in sync; RuntimeError with the reason if not."""
+        try:
+            for node in self.nodes:
+                node.start()
+        except RuntimeError:
+            self.stop()
+            raise
+        created = subprocess.run(
+            [self.cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if created.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}"
+                               f"{created.stderr}")
+        self.wait_until_healthy(timeout)
+
+    def wait_until_healthy(self, timeout: float = 30) -> float:
+        """Seconds until every live node says the cluster is ok with ``masters``
+        primaries each followed by an in-sync replica; RuntimeError after ``timeout``."""
+        started = time.monotonic()
+        while not self._healthy():
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the Redis Cluster was not healthy within {timeout} s")
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def _healthy(self) -> bool:
+        try:
+            primaries = 0
+            for node in self.live_nodes():
+                with node.client() as client:
+                    if client.cluster("info")["cluster_state"] != "ok":
+                        return False
+                    info = client.info("replication")
+                if info["role"] == "master":
+                    primaries += 1
+                    if info["connected_slaves"] < self.replicas:
+                        return False
+                elif info["master_link_status"] != "up":
+                    return False
+            return primaries == self.masters
+        except redis.RedisError:
+            return False
+
+    def live_nodes(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.pid is not None]
+
+    def primaries(self) -> list[RedisServer]:
+        """The live nodes that are primaries right now."""
+        found = []
+        for node in self.live_nodes():
+            with node.client() as client:
+                if client.info("replication")["role"] == "master":
+                    found.append(node)
+        return found
+
+    def flush(self) -> None:
+        """Empty every primary (replicas follow) and forget the scripts they loaded."""
+        for node in self.primaries():
+            with node.client() as client:
+                client.flushall()
+                client.script_flush()
+
+    def command_calls(self, command: str) -> int:
+        """How often ``command`` was called, summed over the primaries (INFO commandstats)."""
+        total = 0
+        for node in self.primaries():
+            with node.client() as client:
+                stats = client.info("commandstats").get(f"cmdstat_{command}", {"calls": 0})
+                total += int(stats["calls"])
+        return total
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The uvicorn worker processes ``parent`` spawned (not multiprocessing's helpers)."""
+    workers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # it exited while we looked
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            workers.append(int(stat.parent.name))
+    return sorted(workers)
+
+
 @contextlib.contextmanager
-def riskgate_serve(config: Path, env: dict[str, str] | None = None
+def riskgate_serve(config: Path, env: dict[str, str] | None = None, workers: int = 1,
+                   executable: Path | None = None
                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``riskgate serve --config CONFIG`` on a free port; yields its base URL and process.
 
-    Stopped with Ctrl-C (SIGINT), as an operator would, so shutdown is tested too.
+    ``executable``: a ``riskgate`` command to run instead of this interpreter's module
+    (an installed wheel's). Stopped with Ctrl-C (SIGINT), as an operator would, so
+    shutdown is tested too.
     """
     port = free_port()
+    command = [str(executable)] if executable else [sys.executable, "-m", "riskgate"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "riskgate", "serve", "--config", str(config), "--port", str(port)],
+        [*command, "serve", "--config", str(config), "--port", str(port),
+         "--workers", str(workers)],
         env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"

@@ -40,8 +40,9 @@ def test_serve_with_a_bad_config_exits_non_zero_with_one_line_per_problem(tmp_pa
     assert result.stderr.splitlines() == [
         f"riskgate: {config}:1:9: environment variable RG_CLI_UNSET is not set; export it or "
         "write the value in the file",
-        f"riskgate: {config}:2:8: store: `mysql://db` is not a store URL; use memory:// or "
-        "redis://host:6379/0",
+        f"riskgate: {config}:2:8: store: `mysql://db` is not a store URL; use memory://, "
+        "redis://host:port/db, rediss://host:port/db, unix:///path/to/redis.sock or "
+        "redis+cluster://host:port[,host:port...]",
     ]
 
 

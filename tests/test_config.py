@@ -56,7 +56,12 @@ def test_only_the_secret_is_required(tmp_path: Path) -> None:
         (f"secret: {SECRET}\nupstrem: http://x\n",
          "2:1: unknown key `upstrem` in the configuration; did you mean `upstream`?"),
         (f"secret: {SECRET}\nstore: postgres://db\n",
-         "2:8: store: `postgres://db` is not a store URL; use memory:// or redis://host:6379/0"),
+         "2:8: store: `postgres://db` is not a store URL; use memory://, redis://host:port/db, "
+         "rediss://host:port/db, unix:///path/to/redis.sock or "
+         "redis+cluster://host:port[,host:port...]"),
+        (f"secret: {SECRET}\nstore: redis+cluster://h1:7000,h2\n",
+         "2:8: store: store redis+cluster://h1:7000,h2: `h2` is not host:port; write "
+         "redis+cluster://host:port[,host:port...]"),
         (f"secret: {SECRET}\nmax_body_bytes: lots\n",
          "2:17: max_body_bytes must be a whole number, not `lots`"),
         (f"secret: {SECRET}\nmax_body_bytes: 0\n", "2:17: max_body_bytes must be positive"),

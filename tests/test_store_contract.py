@@ -1,7 +1,9 @@
 """The contract every counter store keeps; a backend ships only when it passes.
 
-Tests taking ``store`` run once per backend (memory and a real Redis); the rest
-are about one backend's own promises (Redis TTLs and failures, the memory cap).
+Tests taking ``store`` run once per backend (memory, a real Redis, a real 3-primary
+Redis Cluster), those taking ``shared_url`` on Redis and the cluster; the rest are about
+one backend's own promises (Redis TTLs and failures, the memory cap; the cluster's own
+are in tests/test_cluster.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from riskgate.store import (
     MemoryStore,
     Op,
     Put,
-    RedisStore,
     Result,
     Store,
     open_store,
@@ -224,11 +225,11 @@ async def test_counts_values_and_distinct_sets_under_one_key_do_not_collide(
     start=st.floats(T0, T0 + 10, allow_nan=False),
 )  # fmt: skip
 async def test_memory_and_redis_agree_on_any_sequence_of_ops(
-    redis_url: str, steps: list[tuple[int, list[Op]]], start: float
+    shared_url: str, steps: list[tuple[int, list[Op]]], start: float
 ) -> None:
     # Fresh keys per example instead of a flush: the Redis store outlives examples.
     prefix = uuid.uuid4().hex
-    memory, shared = MemoryStore(), RedisStore(redis_url)
+    memory, shared = MemoryStore(), open_store(shared_url)
     try:
         now = start
         for advance_ms, ops in steps:
@@ -247,12 +248,12 @@ async def test_memory_and_redis_agree_on_any_sequence_of_ops(
     window_ms=st.sampled_from([1_000, 2_500, 10_000]),
 )
 async def test_memory_and_redis_agree_on_counts_when_events_arrive_late(
-    redis_url: str, events: list[tuple[float, int]], window_ms: int
+    shared_url: str, events: list[tuple[float, int]], window_ms: int
 ) -> None:
     # Clocks of different gateways disagree, so a counter can see time step back;
     # both stores agree while the steps back stay under a window.
     key = uuid.uuid4().hex
-    memory, shared = MemoryStore(), RedisStore(redis_url)
+    memory, shared = MemoryStore(), open_store(shared_url)
     try:
         for step, (skew, amount) in enumerate(events):
             now = T0 + step * 0.7 + skew * window_ms / 1000
@@ -470,10 +471,15 @@ async def test_expired_memory_entries_free_their_room() -> None:
 # --- Choosing a store ------------------------------------------------------------------
 
 
+def test_a_cluster_url_opens_a_cluster_store_that_hides_the_password() -> None:
+    store = open_store("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001")
+    assert repr(store) == "ClusterStore('redis+cluster://:***@10.0.0.1:7000,10.0.0.2:7001')"
+
+
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("redis+cluster://h:7000", "store redis+cluster:// is not supported yet; use memory://"),
+        ("redis+cluster://h:7000/2", "a Redis Cluster has only database 0; drop `/2`"),
         ("memcached://:pw@h", "store memcached:// is not supported; use memory://, redis://"),
         ("127.0.0.1:6379", "store '127.0.0.1:6379' names no scheme; use memory://"),
     ],

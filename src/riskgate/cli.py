@@ -7,12 +7,14 @@ rule set or a file that cannot be used). Problems go to standard error, one per 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,11 +68,33 @@ def _serve(args: argparse.Namespace) -> int:
     # As a reverse proxy, the upstream's Date and Server headers pass through unchanged
     # (CONTRACT §3); uvicorn adding its own would send each twice.
     own_headers = config.upstream is None
-    uvicorn.run("riskgate.http.app:create_app_from_env", factory=True, host=args.host,
-                port=args.port, workers=args.workers, access_log=False, log_level="info",
-                proxy_headers=False, server_header=own_headers, date_header=own_headers,
-                http="riskgate.http.server:BoundedHeadProtocol")
+    with _metrics_shared_by(args.workers):
+        uvicorn.run("riskgate.http.app:create_app_from_env", factory=True, host=args.host,
+                    port=args.port, workers=args.workers, access_log=False, log_level="info",
+                    proxy_headers=False, server_header=own_headers, date_header=own_headers,
+                    http="riskgate.http.server:BoundedHeadProtocol")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _metrics_shared_by(workers: int) -> Iterator[None]:
+    """Give the workers one folder for their metrics, so any of them answers for all.
+
+    The workers are spawned (fresh interpreters that inherit the environment), so
+    setting it here reaches them before they import prometheus_client. A folder the
+    operator set is used as it is; ours is removed when the server stops.
+    """
+    from riskgate.observability.metrics import MULTIPROCESS_ENV
+
+    if workers < 2 or os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="riskgate-metrics-") as folder:
+        os.environ[MULTIPROCESS_ENV] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_ENV]
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -315,11 +315,10 @@ def _parse_store(text: str) -> str:
     try:
         registry.backend_for(text)
     except ValueError:
-        scheme = urlsplit(text).scheme
-        raise ValueError(
-            f"`{text}` is not a store URL; use memory:// or redis://host:6379/0"
-            + (" (redis+cluster:// is not supported yet)" if scheme == "redis+cluster" else "")
-        ) from None
+        raise ValueError(f"`{text}` is not a store URL; use {registry.SUPPORTED}") from None
+    # Opening a store connects nothing, so it is the check of the rest of the URL
+    # (a cluster's host list, a Redis URL's options) before anything starts.
+    registry.open_store(text, max_entries=2, timeout=1.0)
     return text
 
 

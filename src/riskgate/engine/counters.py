@@ -27,7 +27,7 @@ class PlannedCounter:
 
 #: Fact values that may stand in a store key as they are: addresses, prefixes, domains,
 #: keyed identities, flight numbers. Anything else (long or odd client-sent attribute
-#: values) is hashed first, so keys stay short and free of Redis hash-tag braces.
+#: values) is hashed first, so keys stay short and free of braces but the hash tag's.
 _KEY_SAFE = re.compile(r"[A-Za-z0-9.:/_@-]{1,64}")
 
 
@@ -64,7 +64,9 @@ class CounterPlanner:
                 return None  # the request lacks what this counter is keyed by
             text = str(value)
             parts.append(text if _KEY_SAFE.fullmatch(text) else self._key("counter", text))
-        return f"rg:c:{counter.name}:{'|'.join(parts)}"
+        # The values are the hash tag: every counter of one address (device, account ...)
+        # lands in one Redis Cluster slot, so a decision sends one call per identity.
+        return f"rg:c:{counter.name}:{{{'|'.join(parts)}}}"
 
     @staticmethod
     def member(counter: PlannedCounter, facts: Mapping[str, Any]) -> str | None:

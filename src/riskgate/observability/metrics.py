@@ -2,17 +2,26 @@
 
 Label values are bounded sets (events, decisions, rule ids from the loaded set) so
 the number of series cannot grow with traffic.
+
+With ``riskgate serve --workers N`` a scrape reaches one worker of N, so the workers
+keep their values in files under :data:`MULTIPROCESS_ENV` (prometheus_client's
+multiprocess mode, chosen when it is imported) and every scrape adds up all of them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from riskgate.decision.verdict import Match
+
+#: The folder where the workers of one ``riskgate serve`` keep their values.
+MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -73,3 +82,12 @@ def count_decision(
         _rule_hits(match.rule, match.shadow).inc()
     if degraded:
         DEGRADED.inc()
+
+
+def exposition() -> bytes:
+    """The text ``/metrics`` answers: this process's values, or all workers' added up."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker)
+    return generate_latest(REGISTRY)

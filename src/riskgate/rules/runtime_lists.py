@@ -52,8 +52,10 @@ KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 ListAction = Literal["allow", "block"]
 LIST_ACTIONS: Final[tuple[ListAction, ...]] = get_args(ListAction)
 
-DOCUMENT_KEY: Final = "rg:lists:runtime"
-VERSION_KEY: Final = "rg:lists:runtime:version"
+# One hash tag: on a Redis Cluster both keys share a slot, so a change writes them in one
+# atomic call there too.
+DOCUMENT_KEY: Final = "rg:{lists}:runtime"
+VERSION_KEY: Final = "rg:{lists}:runtime:version"
 #: Runtime entries are stop-gaps for an incident; anything meant to last belongs in a
 #: reviewed rule or list file.
 MAX_TTL_S: Final = 30 * 86400

@@ -32,16 +32,17 @@ def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[
     ['first_seen', 'last_login']
     """
     ops: list[tuple[str, Op]] = []
+    # Hash tags on the identity put these keys in the slot of that identity's counters.
     device = facts.get("device.key")
     if device:
-        ops.append(("first_seen", Put(f"rg:fs:{device}", repr(now), _REMEMBER_MS,
+        ops.append(("first_seen", Put(f"rg:fs:{{{device}}}", repr(now), _REMEMBER_MS,
                                       only_if_absent=True)))
     account = facts.get("account.key")
     lat, lon = facts.get("ip.lat"), facts.get("ip.lon")
     # Travel is measured between logins: a booking from a hotel is not a new login place.
     if event == "login" and account and lat is not None and lon is not None:
         where = f"{lat},{lon},{now!r},{facts.get('ip.country') or ''}"
-        ops.append(("last_login", Put(f"rg:ll:{account}", where, _REMEMBER_MS)))
+        ops.append(("last_login", Put(f"rg:ll:{{{account}}}", where, _REMEMBER_MS)))
     return ops
 
 

@@ -1,10 +1,12 @@
 """Counter stores, chosen by URI (:mod:`riskgate.store.registry`): ``memory://`` in
-process, ``redis://`` shared.
+process, ``redis://`` and ``redis+cluster://`` shared.
 
 >>> open_store("memory://", max_entries=1000)
 MemoryStore(max_entries=1000)
 >>> open_store("redis://:hunter2@cache:6379/0")
 RedisStore('redis://:***@cache:6379/0')
+>>> open_store("redis+cluster://cache-1:7000,cache-2:7000")
+ClusterStore('redis+cluster://cache-1:7000,cache-2:7000')
 """
 
 from __future__ import annotations

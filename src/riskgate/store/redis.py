@@ -1,11 +1,10 @@
 """The shared store: Redis, one EVALSHA per batch of ops, batched per event-loop tick.
 
 Every :meth:`RedisStore.apply` becomes exactly one ``EVALSHA`` of :data:`SCRIPT`, which
-carries out the whole batch atomically inside Redis. What costs time is not Redis but
-the client: redis-py's per-command Python work and a send system call per command.
-So the store skips redis-py's command and pool layers and drives its few connections
-itself: the commands of every ``apply`` issued during one event-loop tick are packed
-by hiredis into one buffer, written with one send, and their replies read in order.
+carries out the whole batch atomically inside Redis. A :class:`Channel` drives the
+connections to one server, packing the commands of every ``apply`` issued during one
+event-loop tick into one send; the cluster store (:mod:`riskgate.store.cluster`) keeps
+one channel per primary and reuses :func:`encode` and :func:`decode` per hash slot.
 """
 
 from __future__ import annotations
@@ -32,10 +31,15 @@ from riskgate.store.window import Span, to_ms, window_span
 #: little-endian doubles (exact for integers below 2**53). One GET and at most one SET
 #: per op keep Redis's CPU and memory per counter low; a hash of eleven fields cost
 #: Redis twice the time to convert its arguments and replies. A distinct count is one
-#: HyperLogLog per bucket, ``{key}:d<width>:<bucket>``, as PFCOUNT unions keys. The hash
-#: tag puts every key of an op in the slot of the op key, as a cluster backend needs.
+#: HyperLogLog per bucket, ``{key}:d<width>:<bucket>``, as PFCOUNT unions keys.
+#:
+#: Every Redis key an op touches is in the hash slot of the key it declares, so a call
+#: whose declared keys share a slot is legal on a Redis Cluster: counts and distinct
+#: sets declare their *base* (:func:`base_key`, the op key inside a hash tag unless it
+#: carries one) and append suffixes to it; values declare and use the op key itself.
 SCRIPT = """
--- KEYS: one per op. ARGV, per op, its kind and arguments:
+-- KEYS: one per op (a count's or distinct set's base, a value's key).
+-- ARGV, per op, its kind and arguments:
 --   c width current amount   count (amount 0 reads): answers oldest bucket, sum of the rest
 --   d width current member   distinct add: answers the estimate over the window
 --   r width current          distinct read: answers the estimate over the window
@@ -50,7 +54,7 @@ for i = 1, #KEYS do
   local key, kind = KEYS[i], ARGV[a]
   if kind == 'c' then
     local width, cur, amount = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    local ring = '{' .. key .. '}:c' .. ARGV[a + 1]
+    local ring = key .. ':c' .. ARGV[a + 1]
     a = a + 4
     local packed = redis.call('GET', ring)
     local vals, last = {}, nil
@@ -90,7 +94,7 @@ for i = 1, #KEYS do
     out[#out + 1] = newer
   elseif kind == 'd' or kind == 'r' then
     local cur = tonumber(ARGV[a + 2])
-    local prefix = '{' .. key .. '}:d' .. ARGV[a + 1] .. ':'
+    local prefix = key .. ':d' .. ARGV[a + 1] .. ':'
     local names = {}
     for b = cur - B, cur do
       names[#names + 1] = prefix .. b
@@ -128,11 +132,15 @@ return out
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 # hiredis packs a whole command into RESP in C; its stub types the tuple too narrowly.
-_pack = cast(Callable[[tuple[object, ...]], bytes], hiredis.pack_command)
-_LOAD = _pack(("SCRIPT", "LOAD", SCRIPT))
+pack = cast(Callable[[tuple[object, ...]], bytes], hiredis.pack_command)
+_LOAD = pack(("SCRIPT", "LOAD", SCRIPT))
 _EVALSHA = (b"EVALSHA", SCRIPT_SHA.encode())
 _KIND = {"get": b"g", "delete": b"x"}
 _DISTINCT, _VALUE = 1, 2
+
+#: Per op, how to read its part of the script's reply: a count's Span, else _DISTINCT
+#: or _VALUE.
+Plan = list[Span | int]
 
 
 def redact(url: str) -> str:
@@ -148,37 +156,91 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def base_key(key: str) -> str:
+    """The name a count's or distinct set's Redis keys start with: in ``key``'s hash slot.
+
+    A key that carries a hash tag keeps it, so callers can place related keys in one
+    slot (one call on a cluster); any other key becomes the tag itself.
+
+    >>> base_key("rg:c:fails:203.0.113.5"), base_key("rg:c:fails:{203.0.113.5}")
+    ('{rg:c:fails:203.0.113.5}', 'rg:c:fails:{203.0.113.5}')
+    """
+    opened = key.find("{")
+    if opened >= 0 and key.find("}", opened + 2) > opened:
+        return key
+    return "{" + key + "}"
+
+
+def encode(ops: Sequence[Op], now_ms: int) -> tuple[bytes, Plan]:
+    """The packed EVALSHA that carries out ``ops``, and how to read its reply."""
+    keys: list[str] = []
+    args: list[object] = []
+    plan: Plan = []
+    spans: dict[int, Span] = {}  # a decision's counters share a few windows
+    for op in ops:
+        if isinstance(op, Count | Distinct):
+            keys.append(base_key(op.key))
+            span = spans.get(op.window_ms)
+            if span is None:
+                span = spans[op.window_ms] = window_span(op.window_ms, now_ms)
+            if isinstance(op, Count):
+                args += (b"c", span.width, span.current, op.amount)
+                plan.append(span)
+                continue
+            if op.member is None:
+                args += (b"r", span.width, span.current)
+            else:
+                args += (b"d", span.width, span.current, op.member)
+            plan.append(_DISTINCT)
+            continue
+        keys.append(op.key)
+        if isinstance(op, Put):
+            args += (b"n" if op.only_if_absent else b"p", op.ttl_ms, op.value)
+        else:
+            args.append(_KIND[op.kind])
+        plan.append(_VALUE)
+    return pack((*_EVALSHA, len(keys), *keys, *args)), plan
+
+
+def decode(plan: Plan, reply: list[Any]) -> list[Result]:
+    """The results of the ops :func:`encode` planned, from the script's reply."""
+    values = iter(reply)
+    results: list[Result] = []
+    for step in plan:
+        if isinstance(step, Span):
+            results.append(step.slide(next(values), next(values)))
+        elif step == _DISTINCT:
+            results.append(float(next(values)))
+        else:
+            results.append(next(values))
+    return results
+
+
 class _Call:
-    """One pending ``apply``: its packed command and the future its caller awaits."""
+    """One pending command: packed, and the future its caller awaits."""
 
     __slots__ = ("command", "future")
 
-    def __init__(self, command: bytes, future: asyncio.Future[list[Any]]) -> None:
+    def __init__(self, command: bytes, future: asyncio.Future[Any]) -> None:
         self.command = command
         self.future = future
 
 
-class RedisStore(Store):
-    """A store shared by every gateway process that points at the same Redis.
+class Channel:
+    """The few connections to one Redis server, and the batching of commands onto them.
 
-    ``timeout`` bounds connecting and every read, so a stalled Redis yields a
-    :class:`StoreError` rather than a hung request. ``max_in_flight`` bounds the
-    batches (and so connections) outstanding at once; while they are all busy, new
-    calls gather into the next batch.
+    What costs time is not Redis but the client: redis-py's per-command Python work and
+    a send system call per command. So the channel skips redis-py's command and pool
+    layers: the commands submitted during one event-loop tick are written with one send
+    and their replies read in order. ``max_in_flight`` bounds the batches (and so
+    connections) outstanding at once; while they are all busy, new commands gather
+    into the next batch. ``timeout`` bounds connecting and every batch's replies.
     """
 
-    def __init__(self, url: str, *, timeout: float = 1.0, max_in_flight: int = 4) -> None:
-        self.where = redact(url)
-        try:
-            # Only a factory of connections configured from the URL; see _take.
-            self._pool = ConnectionPool.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                decode_responses=True,
-            )
-        except (ValueError, RedisError) as exc:
-            raise ValueError(f"cannot use store URL {self.where}: {exc}") from None
+    def __init__(self, pool: ConnectionPool, where: str, *, timeout: float,
+                 max_in_flight: int = 4) -> None:
+        self.where = where
+        self._pool = pool
         self._timeout = timeout
         self._max_in_flight = max_in_flight
         self._in_flight = 0
@@ -186,55 +248,22 @@ class RedisStore(Store):
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: list[AbstractConnection] = []
+        #: Network round trips so far: each is one send and the replies it asked for.
+        self.round_trips = 0
 
-    def __repr__(self) -> str:
-        return f"RedisStore({self.where!r})"
+    def submit(self, command: bytes) -> asyncio.Future[Any]:
+        """Queue a packed command for this tick's batch; its future gets the reply.
 
-    async def apply(self, ops: Sequence[Op], now: float) -> list[Result]:
-        if not ops:
-            return []
-        now_ms = to_ms(now)
-        keys: list[str] = []
-        args: list[object] = []
-        # Per op, how to read its reply: a count's Span, else _DISTINCT or _VALUE.
-        plan: list[Span | int] = []
-        spans: dict[int, Span] = {}  # a decision's counters share a few windows
-        for op in ops:
-            keys.append(op.key)
-            if isinstance(op, Count | Distinct):
-                span = spans.get(op.window_ms)
-                if span is None:
-                    span = spans[op.window_ms] = window_span(op.window_ms, now_ms)
-                if isinstance(op, Count):
-                    args += (b"c", span.width, span.current, op.amount)
-                    plan.append(span)
-                    continue
-                if op.member is None:
-                    args += (b"r", span.width, span.current)
-                else:
-                    args += (b"d", span.width, span.current, op.member)
-                plan.append(_DISTINCT)
-                continue
-            if isinstance(op, Put):
-                args += (b"n" if op.only_if_absent else b"p", op.ttl_ms, op.value)
-            else:
-                args.append(_KIND[op.kind])
-            plan.append(_VALUE)
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Call(_pack((*_EVALSHA, len(keys), *keys, *args)), future))
+        An error reply (``MOVED``, ``WRONGTYPE`` ...) is the future's *result*, as a
+        :class:`~redis.exceptions.ResponseError`; a dead or stalled server is its
+        exception, a :class:`StoreError`.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Call(command, future))
         self._schedule()
-        reply = iter(await future)
-        results: list[Result] = []
-        for step in plan:
-            if isinstance(step, Span):
-                results.append(step.slide(next(reply), next(reply)))
-            elif step == _DISTINCT:
-                results.append(float(next(reply)))
-            else:
-                results.append(next(reply))
-        return results
+        return future
 
-    async def health(self) -> None:
+    async def ping(self) -> None:
         conn = self._take()
         try:
             (reply,) = await self._roundtrip(conn, [b"*1\r\n$4\r\nPING\r\n"])
@@ -242,7 +271,7 @@ class RedisStore(Store):
                 raise reply
         except (RedisError, OSError) as exc:
             await conn.disconnect(nowait=True)
-            raise self._error("PING", exc) from None
+            raise StoreError(f"counter store {self.where}: PING failed: {exc}") from None
         except BaseException:
             # Cancelled mid-read: the PONG may still come, so this connection is out of
             # step with its replies; a batch must never read it.
@@ -263,7 +292,7 @@ class RedisStore(Store):
             return
         self._flush_scheduled = True
         # The task's first step runs after every callback already queued, so all the
-        # applies that became ready in this tick join the same batch.
+        # commands submitted in this tick join the same batch.
         task = asyncio.get_running_loop().create_task(self._flush())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -285,7 +314,7 @@ class RedisStore(Store):
             replies = await self._roundtrip(conn, [call.command for call in batch])
             missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
             if missing:
-                # Redis restarted or its scripts were flushed: load once, resend those.
+                # Redis restarted, failed over or flushed its scripts: load once, resend.
                 (loaded,) = await self._roundtrip(conn, [_LOAD])
                 if isinstance(loaded, Exception):
                     raise loaded
@@ -294,7 +323,7 @@ class RedisStore(Store):
                     replies[i] = reply
         except (RedisError, OSError) as exc:
             await conn.disconnect(nowait=True)
-            _fail(batch, self._error("EVALSHA", exc))
+            _fail(batch, StoreError(f"counter store {self.where}: EVALSHA failed: {exc}"))
             return
         except BaseException:
             await conn.disconnect(nowait=True)
@@ -303,17 +332,13 @@ class RedisStore(Store):
         finally:
             self._idle.append(conn)
         for call, reply in zip(batch, replies, strict=True):
-            if call.future.done():
-                continue
-            if isinstance(reply, Exception):
-                call.future.set_exception(self._error("the store script", reply))
-            else:
+            if not call.future.done():
                 call.future.set_result(reply)
 
     def _take(self) -> AbstractConnection:
         """An idle connection, or a new one that connects on first use.
 
-        The store keeps its few connections itself: a pool checkout and return
+        The channel keeps its few connections itself: a pool checkout and return
         costs more Python time than the round trip it serves. A connection that
         failed was disconnected, and reconnects when next used.
         """
@@ -326,6 +351,7 @@ class RedisStore(Store):
     async def _roundtrip(self, conn: AbstractConnection, commands: list[bytes]) -> list[Any]:
         """Send packed ``commands`` at once; answer their replies, error replies as values."""
         replies: list[Any] = []
+        self.round_trips += 1
         # One deadline for the whole batch: a timer per reply costs more than the read.
         try:
             async with asyncio.timeout(self._timeout):
@@ -341,15 +367,54 @@ class RedisStore(Store):
             raise RedisTimeoutError(f"Timeout after {self._timeout} s awaiting replies") from None
         return replies
 
-    def _error(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"counter store {self.where}: {what} failed: {exc}")
-
 
 def _fail(batch: list[_Call], exc: StoreError) -> None:
     for call in batch:
         if not call.future.done():
             # One instance per caller: each raise writes its own traceback into it.
             call.future.set_exception(StoreError(*exc.args))
+
+
+def connection_pool(url: str, *, timeout: float) -> ConnectionPool:
+    """A factory of connections configured from ``url`` (the channel keeps its own)."""
+    try:
+        return ConnectionPool.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+        )
+    except (ValueError, RedisError) as exc:
+        raise ValueError(f"cannot use store URL {redact(url)}: {exc}") from None
+
+
+class RedisStore(Store):
+    """A store shared by every gateway process that points at the same Redis.
+
+    Every :meth:`apply` is exactly one ``EVALSHA`` of :data:`SCRIPT`, which carries out
+    the whole batch atomically inside Redis. ``timeout`` bounds connecting and every
+    read, so a stalled Redis yields a :class:`StoreError` rather than a hung request.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 1.0, max_in_flight: int = 4) -> None:
+        self.where = redact(url)
+        self._channel = Channel(connection_pool(url, timeout=timeout), self.where,
+                                timeout=timeout, max_in_flight=max_in_flight)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.where!r})"
+
+    async def apply(self, ops: Sequence[Op], now: float) -> list[Result]:
+        if not ops:
+            return []
+        command, plan = encode(ops, to_ms(now))
+        reply = await self._channel.submit(command)
+        if isinstance(reply, Exception):
+            raise StoreError(f"counter store {self.where}: the store script failed: {reply}")
+        return decode(plan, reply)
+
+    async def health(self) -> None:
+        await self._channel.ping()
+
+    async def close(self) -> None:
+        await self._channel.close()
 
 
 def open(uri: str, *, max_entries: int, timeout: float) -> RedisStore:

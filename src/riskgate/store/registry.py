@@ -2,8 +2,8 @@
 
 A backend names its schemes, an example URL for each (for messages), and the module
 whose ``open`` function opens it, imported when a store of its kind is opened. A new backend
-(``redis+cluster://`` ...) is one more entry here and a module with an ``open``
-function, and ships once the store contract suite passes on it.
+is one more entry here and a module with an ``open`` function, and ships once the store
+contract suite passes on it.
 
 >>> backend_for("redis://cache:6379/0").module
 'riskgate.store.redis'
@@ -39,6 +39,8 @@ BACKENDS: Final[tuple[Backend, ...]] = (
     Backend(("redis", "rediss", "unix"),
             ("redis://host:port/db", "rediss://host:port/db", "unix:///path/to/redis.sock"),
             "riskgate.store.redis"),
+    Backend(("redis+cluster",), ("redis+cluster://host:port[,host:port...]",),
+            "riskgate.store.cluster"),
 )
 SCHEMES: Final[dict[str, Backend]] = {s: b for b in BACKENDS for s in b.schemes}
 
@@ -62,8 +64,6 @@ def backend_for(uri: str) -> Backend:
         return backend
     if not scheme:
         raise ValueError(f"store {uri!r} names no scheme; use {SUPPORTED}")
-    if scheme == "redis+cluster":
-        raise ValueError(f"store redis+cluster:// is not supported yet; use {SUPPORTED}")
     raise ValueError(f"store {scheme}:// is not supported; use {SUPPORTED}")
 
 
