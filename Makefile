@@ -2,21 +2,35 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# One stamp per set of extras: `make run` installs only what running needs; the test
+# and bench targets add their tools on top (pip keeps what is already there).
+RUN_STAMP   := $(VENV)/.run-stamp
+TEST_STAMP  := $(VENV)/.test-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 # Debian packages the tests and benchmarks drive for real, as PACKAGE:COMMAND pairs
 # (installed when the command is missing and we are root).
-TEST_PACKAGES  := redis-server:redis-server redis-tools:redis-cli chromium:chromium nginx-light:nginx
+TEST_PACKAGES  := redis-server:redis-server redis-tools:redis-cli chromium:chromium nginx-light:nginx curl:curl
 BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
 .PHONY: run test lint bench bench-memory clean system-packages-test system-packages-bench
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	RISKGATE_SECRET="$${RISKGATE_SECRET:-demo-only-secret-do-not-deploy}" $(BIN)/riskgate demo
 
 # Installs the Debian packages whose command is missing: as root with apt-get,
@@ -41,20 +55,20 @@ system-packages-test:
 system-packages-bench:
 	$(call need_packages,$(BENCH_PACKAGES))
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) system-packages-test lint
+test: $(TEST_STAMP) system-packages-test lint
 	$(BIN)/python -m pytest
 	$(BIN)/riskgate rules check rules
 	$(BIN)/riskgate rules test rules
 
-bench: $(STAMP) system-packages-bench
+bench: $(BENCH_STAMP) system-packages-bench
 	$(BIN)/python bench/run.py
 
 # A million addresses through a real Redis: some minutes, so apart from `make bench`.
-bench-memory: $(STAMP) system-packages-bench
+bench-memory: $(BENCH_STAMP) system-packages-bench
 	$(BIN)/python bench/memory_bench.py
 
 clean:
