@@ -23,7 +23,7 @@ from riskgate.errors import StoreError
 from riskgate.http import RiskGateMiddleware, create_app
 from riskgate.store import Count, open_store
 from riskgate.store.breaker import CircuitBreaker
-from support import RedisServer, write_rules
+from support import RedisServer, free_port, write_rules
 
 T0 = 1_700_000_000.0
 SECRET = "store-outage-secret-0123"
@@ -118,3 +118,16 @@ def test_a_routes_fail_mode_decides_while_the_store_is_down(
             down = client.post("/api/bookings", headers=headers)
     assert healthy.headers["x-riskgate-decision"] == "allow"
     assert down.headers["x-riskgate-decision"] == decision
+
+
+@pytest.mark.anyio
+async def test_the_start_up_check_accepts_the_redis_it_runs_against(redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        await store.check_server()  # Redis 7 runs the script: no StoreVersionError
+    finally:
+        await store.close()
+    unreachable = open_store(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    with pytest.raises(StoreError, match=r"INFO|connect|refused"):
+        await unreachable.check_server()
+    await unreachable.close()

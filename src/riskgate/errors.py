@@ -6,6 +6,7 @@
     │   └── RuleSetError       a rule set: carries every problem found, not just the first
     ├── InputError             one request to the decision API is malformed (-> 400)
     ├── StoreError             the counter store failed (Redis down, timeout, script error)
+    │   └── StoreVersionError  the store's server is too old to run riskgate's script
     └── SignalSourceError      a signal source (GeoIP database, ...) cannot be used
 
 Library code raises these; only ``cli.py`` turns them into exit codes and only
@@ -90,6 +91,10 @@ class InputError(RiskGateError):
 
 class StoreError(RiskGateError):
     """The counter store could not answer; decisions go on, marked degraded."""
+
+
+class StoreVersionError(StoreError):
+    """The store answers but cannot run riskgate's script: start-up stops with the fix."""
 
 
 class SignalSourceError(RiskGateError):

@@ -31,6 +31,7 @@ from typing import Final
 from riskgate.config import Config
 from riskgate.decision.challenge import Challenges
 from riskgate.engine.core import Engine
+from riskgate.errors import StoreError, StoreVersionError
 from riskgate.model.base import Model
 from riskgate.observability.decisionlog import DecisionLog
 from riskgate.rules.loader import load_ruleset
@@ -153,6 +154,13 @@ class Service:
 
     async def start(self, effects: HostEffects = NO_HOST_EFFECTS) -> None:
         """Start background work; ``effects`` says what it may do to the process."""
+        try:
+            await self.engine.store.check_server()
+        except StoreVersionError:
+            raise  # serving would fail every batch: stop start-up with the fix
+        except StoreError as exc:
+            # Unreachable now: serve degraded (readiness says so) and let it come back.
+            logger.warning("could not check the store's server at start-up: %s", exc)
         if effects.freeze_gc:
             gc.freeze()
         loop = asyncio.get_running_loop()

@@ -94,5 +94,9 @@ class Store(abc.ABC):
     async def health(self) -> None:
         """Return when the store answers; raise StoreError with the reason otherwise."""
 
+    async def check_server(self) -> None:  # noqa: B027 - an optional hook
+        """Raise :class:`~riskgate.errors.StoreVersionError` if the server behind the
+        store cannot serve riskgate, :class:`StoreError` if it cannot be asked now."""
+
     async def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Release connections."""

@@ -104,6 +104,9 @@ class CircuitBreaker(Store):
         # Readiness asks the store itself: an open circuit must not hide its recovery.
         await self.inner.health()
 
+    async def check_server(self) -> None:
+        await self.inner.check_server()
+
     async def close(self) -> None:
         if self._prober is not None:
             self._prober.cancel()

@@ -134,6 +134,11 @@ class ClusterStore(Store):
                              "primary; see CLUSTER SLOTS")
         await asyncio.gather(*(self._channel(node).ping() for node in primaries))
 
+    async def check_server(self) -> None:
+        await self._refresh()
+        primaries = {owner for owner in self._owner if owner is not None}
+        await asyncio.gather(*(self._channel(node).check_version() for node in primaries))
+
     async def close(self) -> None:
         if self._refreshing is not None:
             await asyncio.gather(self._refreshing, return_exceptions=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +23,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from riskgate.errors import StoreError
+from riskgate.errors import StoreError, StoreVersionError
 from riskgate.store.base import BUCKETS_PER_WINDOW, Count, Distinct, Op, Put, Result, Store
 from riskgate.store.window import Span, to_ms, window_span
 
@@ -134,6 +135,8 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 # hiredis packs a whole command into RESP in C; its stub types the tuple too narrowly.
 pack = cast(Callable[[tuple[object, ...]], bytes], hiredis.pack_command)
 _LOAD = pack(("SCRIPT", "LOAD", SCRIPT))
+#: The oldest Redis that runs the script: ``SET key value NX GET`` came with 7.0.
+MIN_REDIS_MAJOR = 7
 _EVALSHA = (b"EVALSHA", SCRIPT_SHA.encode())
 _KIND = {"get": b"g", "delete": b"x"}
 _DISTINCT, _VALUE = 1, 2
@@ -141,6 +144,18 @@ _DISTINCT, _VALUE = 1, 2
 #: Per op, how to read its part of the script's reply: a count's Span, else _DISTINCT
 #: or _VALUE.
 Plan = list[Span | int]
+
+
+def too_old(info: str) -> str | None:
+    """The server's version from ``INFO server`` when it is too old for the script.
+
+    >>> too_old("# Server\\r\\nredis_version:6.2.14\\r\\nredis_mode:standalone\\r\\n")
+    '6.2.14'
+    >>> too_old("redis_version:7.0.15\\r\\n") is None, too_old("valkey_version:8.0.1") is None
+    (True, True)
+    """
+    found = re.search(r"^redis_version:((\d+)\.[\d.]+)", info, re.M)
+    return found[1] if found is not None and int(found[2]) < MIN_REDIS_MAJOR else None
 
 
 def redact(url: str) -> str:
@@ -280,6 +295,18 @@ class Channel:
         finally:
             self._idle.append(conn)
 
+    async def check_version(self) -> None:
+        """Refuse a server older than the script needs (``SET ... NX GET`` is Redis 7)."""
+        reply = await self.submit(pack(("INFO", "server")))
+        if isinstance(reply, BaseException):
+            raise StoreError(f"counter store {self.where}: INFO failed: {reply}")
+        old = too_old(reply.decode() if isinstance(reply, bytes) else str(reply))
+        if old is not None:
+            raise StoreVersionError(
+                f"counter store {self.where} runs Redis {old}; riskgate's script needs Redis "
+                f"{MIN_REDIS_MAJOR} or newer (SET ... NX GET): upgrade it (or use Valkey "
+                "7.2+, or memory:// for one process)")
+
     async def close(self) -> None:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -412,6 +439,9 @@ class RedisStore(Store):
 
     async def health(self) -> None:
         await self._channel.ping()
+
+    async def check_server(self) -> None:
+        await self._channel.check_version()
 
     async def close(self) -> None:
         await self._channel.close()
