@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 TEST_PACKAGES  := redis-server:redis-server chromium:chromium nginx-light:nginx
 BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
-.PHONY: run test lint bench clean system-packages-test system-packages-bench
+.PHONY: run test lint bench fuzz-api clean system-packages-test system-packages-bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ test: $(STAMP) system-packages-test lint
 
 bench: $(STAMP) system-packages-bench
 	$(BIN)/python bench/run.py
+
+# The schemathesis run of /openapi.json at any size (make test runs 2,000+ cases of it):
+# make fuzz-api EXAMPLES=5000
+EXAMPLES ?= 2000
+fuzz-api: $(STAMP) system-packages-test
+	$(BIN)/python bench/openapi_fuzz.py --examples $(EXAMPLES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
