@@ -12,7 +12,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 TEST_PACKAGES  := redis-server:redis-server redis-tools:redis-cli chromium:chromium nginx-light:nginx curl:curl
 BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
-.PHONY: run test lint bench bench-memory clean system-packages-test system-packages-bench
+.PHONY: run test lint bench bench-memory fuzz-api clean system-packages-test system-packages-bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,12 @@ bench: $(BENCH_STAMP) system-packages-bench
 # A million addresses through a real Redis: some minutes, so apart from `make bench`.
 bench-memory: $(BENCH_STAMP) system-packages-bench
 	$(BIN)/python bench/memory_bench.py
+
+# The schemathesis run of /openapi.json at any size (make test runs 2,000+ cases of it):
+# make fuzz-api EXAMPLES=5000
+EXAMPLES ?= 2000
+fuzz-api: $(TEST_STAMP) system-packages-test
+	$(BIN)/python bench/openapi_fuzz.py --examples $(EXAMPLES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -274,6 +274,20 @@ def test_an_attribute_integer_past_64_bits_is_a_400_and_never_costs_a_log_line(
     assert [line["request_id"] for line in lines] == [answer["request_id"]]
 
 
+@pytest.mark.parametrize("number", [b"2e19", b"-1e19", b"1.7976931348623157e308"])
+def test_a_number_past_64_bits_is_a_400_however_it_is_written(
+    client: TestClient, number: bytes
+) -> None:
+    # JSON has one number type: 2e19 is the integer 20000000000000000000, refused as
+    # that integer is; /openapi.json documents one range for both spellings.
+    response = client.post("/v1/decide", content=b'{"event": "booking", "ip": "198.51.100.7", '
+                           b'"attributes": {"seats": ' + number + b"}}", headers=JSON_TYPE)
+    assert response.status_code == 400
+    assert response.json()["field"] == "attributes.seats"
+    assert decide(client, event="booking", ip="198.51.100.7",
+                  attributes={"rate": 1.8e19, "share": -0.5})["decision"] == "allow"
+
+
 @pytest.mark.parametrize(
     ("body", "field", "error"),
     [

@@ -19,7 +19,7 @@ TOKEN = "internal-admin-token-0123456789"
 RULES = "rules:\n  - {id: never, when: 'False', score: 1}\n"
 INTERNAL = [("POST", "/v1/decide"), ("POST", "/v1/feedback"), ("GET", "/v1/auth"),
             ("GET", "/v1/auth/challenge"), ("GET", "/metrics"), ("GET", "/admin/lists"),
-            ("POST", "/admin/rules/reload")]
+            ("POST", "/admin/rules/reload"), ("GET", "/openapi.json")]
 PUBLIC_PEER = "203.0.113.9"
 
 

@@ -55,7 +55,7 @@ def _attributes(value: Any) -> dict[str, Any]:
         if isinstance(attribute, str) and len(attribute) > MAX_TEXT:
             raise InputError(f"attribute `{name}` is longer than {MAX_TEXT} characters",
                              f"attributes.{name}")
-        if isinstance(attribute, int) and not fits_64_bits(attribute):
+        if isinstance(attribute, int | float) and not fits_64_bits(attribute):
             raise InputError(f"attribute `{name}` is out of range: integers must fit in 64 bits",
                              f"attributes.{name}")
     return dict(value)

@@ -84,9 +84,21 @@ _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 _BIG_NUMBER: Final = re.compile(rb"[eE][+]?\d{3}|\d{300}")
 
 
-def fits_64_bits(number: int) -> bool:
-    """Whether an integer fits the signed or unsigned 64 bits a log line can hold."""
-    return -(2**63) <= number <= 2**64 - 1
+#: The numbers a request may carry: what a signed or an unsigned 64-bit integer holds.
+MIN_NUMBER: Final = -(2**63)
+MAX_NUMBER: Final = 2**64 - 1
+
+
+def fits_64_bits(number: int | float) -> bool:
+    """Whether a number lies within the signed or unsigned 64 bits a log line can hold.
+
+    JSON has one number type: ``2e19`` is the integer ``20000000000000000000``, so a
+    float is held to the same range as the integer it may spell.
+
+    >>> fits_64_bits(2**64 - 1), fits_64_bits(2**64), fits_64_bits(1.5), fits_64_bits(2e19)
+    (True, False, True, False)
+    """
+    return MIN_NUMBER <= number <= MAX_NUMBER
 
 
 def encodable(text: str) -> bool:

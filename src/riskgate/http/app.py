@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from riskgate.http.decide import FEEDBACK_PATH, DecisionAPI, feedback
 from riskgate.http.gateway import Gateway
 from riskgate.http.internal import InternalOnly
 from riskgate.http.middleware import RiskGateMiddleware
+from riskgate.http.openapi import document
 from riskgate.http.proxy import DEFAULT_TIMEOUT, ProxyApp
 from riskgate.observability import metrics
 from riskgate.service import HostEffects, Service
@@ -148,6 +150,12 @@ def create_app(config: Config, *, upstream_timeout: float | None = None) -> ASGI
             return
         await served.proxied(scope, receive, send)
 
+    # Serialized once: the document only changes with the code and the config.
+    openapi = orjson.dumps(document(config.max_body_bytes))
+
+    async def openapi_json(_: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
     # Mounted last, so riskgate's own routes answer first and everything else is
     # the upstream's.
     upstream = [Mount("/", app=proxied)] if config.upstream is not None else []
@@ -160,6 +168,7 @@ def create_app(config: Config, *, upstream_timeout: float | None = None) -> ASGI
             Route("/healthz", _healthz, methods=["GET"]),
             Route("/readyz", bound(Served.ready), methods=["GET"]),
             Route("/metrics", _metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/admin/rules/reload", bound(Served.reload_rules), methods=["POST"]),
             *admin_routes(lambda: None if served is None else served.service),
             *upstream,
