@@ -7,6 +7,7 @@ system ``/usr/bin/chromium`` (``playwright install`` is never run).
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import re
 import shutil
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import parse_qsl
 
 import pytest
 import uvicorn
@@ -24,7 +26,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from riskgate.decision.challenge import PASS_COOKIE, VERIFY_PATH, Challenges, ClientBinding, solve
-from riskgate.http.challenge import challenge_response
+from riskgate.http.challenge import FormReplay, challenge_response
 from riskgate.http.challenge import verify as verify_answer
 from riskgate.signals.keys import ip_prefix
 from riskgate.store import MemoryStore
@@ -50,12 +52,13 @@ def make_app(challenges: Challenges, slow: Challenges) -> Starlette:
     whose own script is cut out, so tests can run its worker source alone.
     """
 
-    def challenge(request: Request, using: Challenges) -> Response:
+    def challenge(request: Request, using: Challenges, replay: FormReplay | None = None
+                  ) -> Response:
         now = time.time()
         return challenge_response(
             using, score=60.0, binding=_binding(using, request), request_id="req-7f3a9c",
             accept=request.headers.get("accept", ""), status=403, now=now,
-            method=request.method,
+            method=request.method, replay=replay,
         )
 
     def guarded(request: Request, content: str) -> Response:
@@ -81,6 +84,22 @@ def make_app(challenges: Challenges, slow: Challenges) -> Starlette:
             return HTMLResponse('<form method="post"><button id="buy">Buy</button></form>')
         return guarded(request, "ordered")
 
+    async def hold(request: Request) -> Response:
+        # The form is carried back by the challenge page, as the gateway does.
+        if request.method == "GET":
+            return HTMLResponse('<form method="post"><input name="seats" value="2">'
+                                '<input name="note" value="window &amp; &lt;aisle&gt; \'pls\'">'
+                                '<button id="hold">Hold seats</button></form>')
+        body = await request.body()
+        form = dict(parse_qsl(body.decode()))
+        binding = _binding(challenges, request)
+        if challenges.pass_valid(request.cookies.get(PASS_COOKIE), binding, time.time()):
+            note = html.escape(str(form["note"]))
+            return HTMLResponse(f"<h1>held {form['seats']}</h1><p id='note'>{note}</p>")
+        replay = FormReplay.of(request.method, request.url.path, request.url.query,
+                               request.headers.get("content-type", ""), body)
+        return challenge(request, challenges, replay)
+
     async def verify(request: Request) -> Response:
         return await verify_answer(challenges, request, _binding(challenges, request),
                                    time.time())
@@ -90,6 +109,7 @@ def make_app(challenges: Challenges, slow: Challenges) -> Starlette:
         Route("/slow", slow_page),
         Route("/lab", lab),
         Route("/order", order, methods=["GET", "POST"]),
+        Route("/hold", hold, methods=["GET", "POST"]),
         Route(VERIFY_PATH, verify, methods=["POST"]),
     ])
 
@@ -158,6 +178,15 @@ def test_browser_solves_the_interstitial_and_the_reloaded_page_goes_through(
     cookie = next(c for c in page.context.cookies() if c["name"] == PASS_COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]
     assert errors == []  # in particular no CSP violation for the inline script or worker
+
+
+def test_a_challenged_form_is_sent_again_by_the_page_once_solved(
+    site: str, page: Page
+) -> None:
+    page.goto(f"{site}/hold")
+    page.click("#hold")
+    expect(page.locator("h1")).to_have_text("held 2", timeout=WAIT_MS)
+    expect(page.locator("#note")).to_have_text("window & <aisle> 'pls'")
 
 
 def test_browser_asks_to_resubmit_a_challenged_form_and_the_resubmission_goes_through(

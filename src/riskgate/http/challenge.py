@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Final
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -20,6 +22,7 @@ from riskgate.decision.challenge import (
     Challenges,
     ClientBinding,
 )
+from riskgate.http.request import FORM_TYPE
 
 
 def wants_html(accept: str) -> bool:
@@ -45,9 +48,58 @@ def wants_html(accept: str) -> bool:
     return False
 
 
+#: The largest form an interstitial carries back: a booking or sign-in form is a few
+#: hundred bytes; a bigger one (an upload) is asked to be submitted again instead.
+MAX_REPLAY_BYTES: Final = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class FormReplay:
+    """A challenged HTML form post, for the interstitial to send again once solved.
+
+    Without it a person who passed the check had to go back and submit again, and a
+    form that does not survive "back" was lost. The fields go back only to the client
+    that sent them, in the ``no-store`` answer to its own request, inside a JSON script
+    element that is never read as HTML, and the page posts them to the same path.
+
+    >>> FormReplay.of("POST", "/api/bookings", "x=1", "application/x-www-form-urlencoded",
+    ...               b"flight=CA1234&seats=2")
+    FormReplay(action='/api/bookings?x=1', fields=(('flight', 'CA1234'), ('seats', '2')))
+    >>> FormReplay.of("POST", "/api/login", "", "application/json", b"{}") is None
+    True
+    """
+
+    action: str
+    fields: tuple[tuple[str, str], ...]
+
+    @staticmethod
+    def applies(method: str, content_type: str) -> bool:
+        """Whether a request is a form post the page could send again."""
+        return method == "POST" and content_type.partition(";")[0].strip().lower() == FORM_TYPE
+
+    @classmethod
+    def of(cls, method: str, path: str, query_string: str, content_type: str,
+           body: bytes | None) -> FormReplay | None:
+        """The replay of a request, or None when it is not a small urlencoded form post."""
+        if not cls.applies(method, content_type) or body is None:
+            return None
+        if len(body) > MAX_REPLAY_BYTES:
+            return None
+        try:
+            fields = parse_qsl(body.decode(), keep_blank_values=True)
+        except UnicodeDecodeError:
+            return None
+        action = f"{path}?{query_string}" if query_string else path
+        return cls(action, tuple(fields))
+
+    def as_json(self) -> dict[str, object]:
+        return {"action": self.action, "fields": [list(pair) for pair in self.fields]}
+
+
 def challenge_response(
     challenges: Challenges, *, score: float, binding: ClientBinding, request_id: str, accept: str,
     status: int, now: float, method: str = "GET", fail_closed: bool = False,
+    replay: FormReplay | None = None,
 ) -> Response:
     """The challenge answer: an HTML interstitial when ``accept`` names text/html,
     else the contract's JSON; carries the X-RiskGate-* headers.
@@ -55,7 +107,8 @@ def challenge_response(
     ``method`` is the challenged request's method: after solving, the page reloads a
     GET or HEAD by itself and asks the person to submit anything else again.
     ``fail_closed`` is the route's choice while the store is down (see
-    :meth:`Challenges.issue`).
+    :meth:`Challenges.issue`). ``replay``: the challenged form, which the page then
+    posts again by itself once the check passes.
     """
     challenge = challenges.issue(score=score, binding=binding, now=now,
                                  fail_closed=fail_closed)
@@ -69,7 +122,7 @@ def challenge_response(
                             status_code=status, headers=headers)  # fmt: skip
     page = _page()
     headers.update(page.headers)
-    return HTMLResponse(page.render(challenge, request_id, method), status_code=status,
+    return HTMLResponse(page.render(challenge, request_id, method, replay), status_code=status,
                         headers=headers)  # fmt: skip
 
 
@@ -114,9 +167,11 @@ class _Page:
     template: str
     headers: dict[str, str]
 
-    def render(self, challenge: dict[str, object], request_id: str, method: str) -> str:
+    def render(self, challenge: dict[str, object], request_id: str, method: str,
+               replay: FormReplay | None = None) -> str:
         data = {**challenge, "method": method.upper(),
-                "expected_hashes": 2 ** int(str(challenge["difficulty"]))}  # fmt: skip
+                "expected_hashes": 2 ** int(str(challenge["difficulty"])),
+                "resubmit": None if replay is None else replay.as_json()}  # fmt: skip
         seconds = data["expected_hashes"] / BROWSER_HASHES_PER_SECOND
         return (
             self.template.replace("{{challenge_json}}", _script_json(data))

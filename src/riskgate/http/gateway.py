@@ -32,7 +32,7 @@ from riskgate.decision.challenge import PASS_COOKIE, Challenges, ClientBinding
 from riskgate.engine.core import Decision, Engine
 from riskgate.errors import StoreError
 from riskgate.event.types import IPAddress, RiskEvent, capped, new_request_id
-from riskgate.http.challenge import challenge_response, verify, wants_html
+from riskgate.http.challenge import FormReplay, challenge_response, verify, wants_html
 from riskgate.http.request import (
     RequestView,
     RouteMatch,
@@ -179,8 +179,10 @@ class Gateway:
                              "error": "the request was refused; quote request_id to support"},
                             status_code=403, headers=headers)
 
-    def respond(self, scored: Scored, accept: str) -> Response | None:
-        """The answer for a decision; None means: let the request through."""
+    def respond(self, scored: Scored, accept: str, replay: FormReplay | None = None
+                ) -> Response | None:
+        """The answer for a decision; None means: let the request through. ``replay``
+        is the challenged form, for the interstitial to send again once solved."""
         verdict = scored.decision.verdict
         request_id = scored.decision.request_id
         if verdict.decision == "allow":
@@ -188,7 +190,7 @@ class Gateway:
         if verdict.decision == "block":
             return self.refusal(request_id, accept)
         return self.challenge(verdict.score, scored.binding, request_id, accept, scored.method,
-                              fail_closed=scored.route.challenge_closed)
+                              fail_closed=scored.route.challenge_closed, replay=replay)
 
     def subrequest_answer(self, scored: Scored) -> Response:
         """The nginx ``auth_request`` answer: 200 / 401 / 403 with the headers only, as
@@ -202,12 +204,12 @@ class Gateway:
 
     def challenge(
         self, score: float, binding: ClientBinding, request_id: str, accept: str, method: str,
-        *, fail_closed: bool,
+        *, fail_closed: bool, replay: FormReplay | None = None,
     ) -> Response:
         response = challenge_response(
             self.challenges, score=score, binding=binding, request_id=request_id, accept=accept,
             status=self.config.challenge_status, now=time.time(), method=method,
-            fail_closed=fail_closed)
+            fail_closed=fail_closed, replay=replay)
         for name, value in self.decision_headers("challenge", request_id).items():
             response.headers[name] = value
         return response

@@ -13,6 +13,7 @@ from riskgate.engine.core import Engine
 from riskgate.errors import InputError
 from riskgate.event.body import read_body
 from riskgate.event.types import new_request_id
+from riskgate.http.challenge import MAX_REPLAY_BYTES, FormReplay, wants_html
 from riskgate.http.gateway import Gateway, Scored
 from riskgate.http.request import RequestView
 from riskgate.service import NO_HOST_EFFECTS, HostEffects, Service
@@ -110,11 +111,30 @@ class RiskGateMiddleware:
                                view.client_ip, body)
             receive = _replay(body, receive)
         scored = await gateway.score(match, view)
-        answer = gateway.respond(scored, headers.get("accept", ""))
+        accept = headers.get("accept", "")
+        replay = None
+        if scored.decision.verdict.decision == "challenge" and wants_html(accept):
+            replay = await self._form_replay(view, receive)
+        answer = gateway.respond(scored, accept, replay)
         if answer is not None:
             await answer(scope, receive, send)
             return
         await self.app(scope, receive, self._allowed_send(gateway, scored, send))
+
+    async def _form_replay(self, view: RequestView, receive: Receive) -> FormReplay | None:
+        """A challenged browser form, read now if scoring did not need its body: the
+        request goes no further, so nothing else will read it."""
+        content_type = view.headers.get("content-type", "")
+        if not FormReplay.applies(view.method, content_type):
+            return None
+        body = view.body
+        if body is None:
+            try:
+                body = await read_body(receive, view.headers.get("content-length"),
+                                       MAX_REPLAY_BYTES)
+            except InputError:
+                return None  # too large to carry back: the page asks to submit again
+        return FormReplay.of(view.method, view.path, view.query_string, content_type, body)
 
     def _allowed_send(self, gateway: Gateway, scored: Scored, send: Send) -> Send:
         extra = [(name.encode(), value.encode()) for name, value in

@@ -24,7 +24,7 @@ from riskgate.event.types import IPAddress, capped
 #: Stands in for a peer with no IP address (a Unix socket): one shared, untrusted client.
 _UNKNOWN_PEER: Final = ipaddress.IPv4Address("0.0.0.0")
 _BODY_SOURCES: Final = "body"
-_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+FORM_TYPE: Final = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +221,7 @@ def parse_body_fields(content_type: str, body: bytes) -> Mapping[str, Any]:
     {}
     """
     media_type = content_type.partition(";")[0].strip().lower()
-    if media_type == _FORM_TYPE:
+    if media_type == FORM_TYPE:
         try:
             return dict(parse_qsl(body.decode(), keep_blank_values=True))
         except UnicodeDecodeError:
