@@ -1,0 +1,237 @@
+"""The online model: per flow, a River anomaly detector and a River classifier.
+
+``model.anomaly`` (0..1) says how unlike the flow's allowed traffic a request is;
+``model.bot_probability`` (0..1) how like the requests that outcomes confirmed as
+bots. Both are scored before the request is learned from (River's score-then-learn),
+and neither says anything until it has learned enough (the warm-up): a fact the
+model leaves out is None to the rules, and a comparison with None never matches.
+
+What the anomaly detector learns is guarded, because an attacker who can teach it
+what normal looks like can make its own traffic normal:
+
+- the engine hands it only requests that were allowed and matched no rule adding
+  risk (the idea of River's ``QuantileFilter(protect_anomaly_detector=True)``, with
+  the rule set as the filter, ``model.anomaly`` rules included);
+- :class:`ShareLimiter` refuses a sample whose address, prefix, device or TLS
+  fingerprint already supplied more than its share of the flow's recent samples.
+
+>>> model = OnlineModel(warmup=2, min_labels=1)
+>>> model.score_one("login", {}, {})
+{}
+>>> for i in range(3):
+...     model.learn_one("login", {"ip": f"198.51.100.{i}", "device.header_count": 10}, {}, None)
+>>> sorted(model.score_one("login", {"device.header_count": 10}, {}))
+['model.anomaly']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from river import anomaly, linear_model, optim, stats
+from river.base import AnomalyDetector
+
+from riskgate.event.types import EventName
+from riskgate.model.base import Label
+from riskgate.model.features import features
+
+#: Detectors by name; ``model.detector`` in the config picks one, bench/model_eval.py
+#: compares them. Sizes are not River's defaults on purpose: HalfSpaceTrees at River's
+#: height 15 costs ~830 µs to learn and a 52 MB snapshot; 10 trees of height 8 cost
+#: ~20 µs and 167 KB.
+DETECTORS: Final[Mapping[str, Callable[[int], AnomalyDetector]]] = {
+    "half-space-trees": lambda seed: anomaly.HalfSpaceTrees(n_trees=10, height=8,
+                                                            window_size=250, seed=seed),
+    "one-class-svm": lambda _seed: anomaly.OneClassSVM(nu=0.02),
+}
+#: Measured by bench/model_eval.py on bursty traffic (bot waves of a few hundred
+#: requests, as they arrive in production): see docs/model.md for the figures.
+#: Half-space trees keep mass profiles of the last window only, so a wave that slips
+#: past the rules fills a whole window and becomes "normal" (River issue #260); the
+#: one-class SVM moves its boundary by one small SGD step per sample and the share
+#: limit keeps a wave's steps few, so it holds.
+DEFAULT_DETECTOR: Final = "one-class-svm"
+
+#: Identities whose share of the learned samples is bounded, with the fact naming them.
+IDENTITIES: Final = (("address", "ip"), ("prefix", "ip.prefix"), ("device", "device.key"),
+                     ("fingerprint", "device.tls_fingerprint"))
+#: A TLS fingerprint names a browser build, which millions share; its bound only stops
+#: one client stack from being most of what the model learns.
+FINGERPRINT_SHARE: Final = 0.25
+
+#: Features the classifier reads: those a labelled decision's feedback record carries.
+#: Counters and remembered (store-backed) facts are read in the same round trip that
+#: writes the record, so a label could never bring them back; the classifier must see
+#: at scoring time exactly what it learned from.
+_NOT_IN_RECORD: Final = ("counters.", "device.first_seen_age", "device.seen_before",
+                         "account.travel_speed_kmh", "account.new_country")
+
+
+def _request_features(x: Mapping[str, float]) -> dict[str, float]:
+    return {name: value for name, value in x.items() if not name.startswith(_NOT_IN_RECORD)}
+
+
+class ShareLimiter:
+    """Bounds the share of the last ``window`` learned samples any one identity supplies.
+
+    Identities are kept as short hashes, in memory only: a snapshot never holds them.
+
+    >>> limiter = ShareLimiter(window=100, share=0.05)
+    >>> [limiter.admit({"ip": "203.0.113.5"}) for _ in range(7)].count(True)
+    5
+    >>> limiter.admit({"ip": "198.51.100.7"})
+    True
+    """
+
+    def __init__(self, window: int, share: float) -> None:
+        self.window = window
+        self._limits = {kind: max(1, int(window * (FINGERPRINT_SHARE if kind == "fingerprint"
+                                                    else share)))
+                        for kind, _ in IDENTITIES}
+        self._recent: deque[tuple[bytes, ...]] = deque()
+        self._counts: Counter[bytes] = Counter()
+
+    def admit(self, facts: Mapping[str, Any]) -> bool:
+        """Whether a sample from these identities may be learned; counts it if so."""
+        keys = []
+        for kind, fact in IDENTITIES:
+            value = facts.get(fact)
+            if value is None:
+                continue
+            key = hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=8).digest()
+            if self._counts[key] >= self._limits[kind]:
+                return False
+            keys.append(key)
+        self._recent.append(tuple(keys))
+        self._counts.update(keys)
+        if len(self._recent) > self.window:
+            self._counts.subtract(self._recent.popleft())
+            self._counts += Counter()  # drops the identities that left the window
+        return True
+
+
+@dataclass
+class Calibration:
+    """Maps a detector's raw score to 0..1 by where it falls among learned samples'
+    scores: 0 at or below their median, 0.5 at their 99th percentile, 1 at three times
+    that distance. Detectors' raw scales differ (a margin, a mass), so a rule's
+    ``model.anomaly > 0.8`` means the same whichever detector runs."""
+
+    median: stats.Quantile = field(default_factory=lambda: stats.Quantile(0.5))
+    high: stats.Quantile = field(default_factory=lambda: stats.Quantile(0.99))
+
+    def update(self, raw: float) -> None:
+        self.median.update(raw)
+        self.high.update(raw)
+
+    def __call__(self, raw: float) -> float:
+        median, high = self.median.get(), self.high.get()
+        if median is None or high is None:
+            return 0.0
+        spread = max(high - median, 1e-9)
+        return min(1.0, max(0.0, 0.5 * (raw - median) / spread))
+
+
+@dataclass
+class FlowModel:
+    """The models of one flow, and what they have learned."""
+
+    detector: AnomalyDetector
+    classifier: linear_model.LogisticRegression = field(
+        default_factory=lambda: linear_model.LogisticRegression(optimizer=optim.SGD(0.05)))
+    calibration: Calibration = field(default_factory=Calibration)
+    #: The detector's feature names, fixed by its first sample: a detector's structure (a tree's
+    #: splits) is built over them, so a rule reload that adds a counter cannot change
+    #: what a vector holds under it.
+    names: tuple[str, ...] = ()
+    samples: int = 0
+    refused: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+
+    def vector(self, x: Mapping[str, float]) -> dict[Hashable, Any]:
+        return {name: x.get(name, 0.0) for name in self.names}
+
+
+class OnlineModel:
+    """The :class:`~riskgate.model.base.Model` riskgate runs: one :class:`FlowModel` per
+    flow, made on its first sample.
+
+    ``warmup``: unlabelled samples a flow's detector learns before ``model.anomaly`` is
+    given; ``min_labels``: labels of each kind before ``model.bot_probability`` is;
+    ``max_share``: the share of the last ``window`` samples one address, prefix or
+    device may supply.
+    """
+
+    def __init__(self, *, warmup: int = 500, min_labels: int = 20, max_share: float = 0.02,
+                 window: int = 2000, detector: str = DEFAULT_DETECTOR, seed: int = 42) -> None:
+        if detector not in DETECTORS:
+            raise ValueError(f"unknown detector `{detector}`; known: {', '.join(DETECTORS)}")
+        self.warmup, self.min_labels, self.max_share = warmup, min_labels, max_share
+        self.window, self.detector, self.seed = window, detector, seed
+        self.flows: dict[EventName, FlowModel] = {}
+        # Not part of what is learned, so not part of a snapshot (see __getstate__).
+        self._limiters: dict[EventName, ShareLimiter] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_limiters"] = {}
+        return state
+
+    def _flow(self, event: EventName) -> FlowModel:
+        flow = self.flows.get(event)
+        if flow is None:
+            flow = self.flows[event] = FlowModel(DETECTORS[self.detector](self.seed))
+        return flow
+
+    def score_one(self, event: EventName, facts: Mapping[str, Any],
+                  counters: Mapping[str, float]) -> dict[str, float]:
+        flow = self.flows.get(event)
+        if flow is None:
+            return {}
+        scores: dict[str, float] = {}
+        x = features(facts, counters)
+        if flow.samples >= self.warmup:
+            scores["model.anomaly"] = flow.calibration(flow.detector.score_one(flow.vector(x)))
+        if min(flow.labels["bot"], flow.labels["human"]) >= self.min_labels:
+            proba = flow.classifier.predict_proba_one(_request_features(x))  # type: ignore[no-untyped-call]
+            scores["model.bot_probability"] = float(proba.get(True, 0.0))
+        return scores
+
+    def learn_one(self, event: EventName, facts: Mapping[str, Any],
+                  counters: Mapping[str, float], label: Label) -> None:
+        """Learn an allowed request (``label`` None) or a labelled one."""
+        x = features(facts, counters)
+        flow = self._flow(event)
+        if label is not None:
+            flow.classifier.learn_one(_request_features(x), label)
+            flow.labels["bot" if label else "human"] += 1
+            return
+        limiter = self._limiters.get(event)
+        if limiter is None:
+            limiter = self._limiters[event] = ShareLimiter(self.window, self.max_share)
+        if not limiter.admit(facts):
+            flow.refused += 1
+            return
+        if not flow.names:
+            flow.names = tuple(sorted(x))
+        vector = flow.vector(x)
+        if flow.samples >= 1:  # the first sample builds the structure a score walks
+            flow.calibration.update(flow.detector.score_one(vector))
+        flow.detector.learn_one(vector)
+        flow.samples += 1
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """What each flow has learned, for ``riskgate model show`` and the logs."""
+        return {
+            event: {"samples": flow.samples, "refused_by_share_limit": flow.refused,
+                    "anomaly_warm": flow.samples >= self.warmup,
+                    "labels": {"bot": flow.labels["bot"], "human": flow.labels["human"]},
+                    "classifier_warm": min(flow.labels["bot"],
+                                           flow.labels["human"]) >= self.min_labels,
+                    "features": len(flow.names)}
+            for event, flow in sorted(self.flows.items())
+        }
