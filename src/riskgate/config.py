@@ -143,7 +143,7 @@ class ModelConfig:
     #: The largest share of recent learned samples one address, prefix or device gives.
     max_share: float = 0.02
     #: One of riskgate.model.online.DETECTORS; the default was chosen by bench/model_eval.py.
-    detector: str = "one-class-svm"
+    detector: str = "half-space-trees"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +280,7 @@ _ATTRIBUTE_KEYS: Final = ("source", "type")
 _MODEL_KEYS: Final = tuple(ModelConfig.__dataclass_fields__)
 #: Kept here, not imported from riskgate.model.online, so that reading a config never
 #: imports River; tests/test_model.py holds the two lists equal.
-MODEL_DETECTORS: Final = ("one-class-svm", "half-space-trees")
+MODEL_DETECTORS: Final = ("half-space-trees", "one-class-svm", "standard-distance")
 
 
 #: Numeric keys: (type, smallest, largest, what the unit is). A value out of range is a
