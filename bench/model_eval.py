@@ -89,7 +89,8 @@ def browser_headers() -> list[dict[str, str]]:
 
 
 def residential_ip(rng: random.Random) -> str:
-    return f"{rng.randint(24, 99)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+    return ".".join(str(rng.randint(low, high)) for low, high in ((24, 99), (0, 255), (0, 255),
+                                                                   (1, 254)))
 
 
 def person_email(rng: random.Random) -> str:
@@ -328,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                            ("rules + model", [s.all_flagged for s in judged])):
         fp = sum(f and not b for f, b in zip(flagged, labels, strict=True)) / people_n
         tp = sum(f and b for f, b in zip(flagged, labels, strict=True)) / (len(labels) - people_n)
-        print(f"at the shipped thresholds, {label:<14} flags {tp:6.1%} of bots, {fp:5.2%} of people")
+        print(f"at the shipped thresholds, {label:<14} flags {tp:6.1%} of bots, "
+              f"{fp:5.2%} of people")
     print("recall by strategy at the shipped thresholds (rules alone -> rules + model):")
     for strategy in sorted({s.request.strategy for s in judged} - {"person"}):
         mine = [s for s in judged if s.request.strategy == strategy]
@@ -337,13 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     print("anomaly detectors on the same stream (AUC all bots, AUC burst waves only):")
     for name, mode, auc, burst_auc, per in replay_detectors(scored):
         print(f"  {name:<18}{mode:<11}{auc:7.3f}{burst_auc:8.3f}   {per:5.1f} µs score+learn")
+    print(f"learned: {json.dumps(model.summary())}")
     sample = [(s.request.event, s.facts, s.counters) for s in scored[-2000:]]
     cycle = iter(sample * 1000)
     score_us = timed(lambda: model.score_one(*next(cycle)), 15)
     learn_us = timed(lambda: model.learn_one(*next(cycle), None), 15)
     print(f"model cost per request: score {score_us:.1f} µs (on the request path, goal "
           f"<= 30), learn {learn_us:.1f} µs (after the response)")
-    print(f"learned: {json.dumps(model.summary())}")
     print(f"took {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -40,7 +40,8 @@ from riskgate.event.types import EventName
 from riskgate.model.base import Label
 from riskgate.model.features import features
 
-class StandardDistance(AnomalyDetector):  # type: ignore[misc]
+
+class StandardDistance(AnomalyDetector):
     """How many standard deviations a request lies from the learned mean, feature by
     feature: the mean of squared z-scores, each capped at 100 so one feature cannot
     drown the rest. River's ``StandardScaler | distance``, as one detector.
@@ -196,7 +197,7 @@ class Calibration:
             return 0.0
         spread = max(high - median, 1e-9)
         # Smooth and never 1: scores far out stay ordered instead of tying at a cap.
-        return 1.0 - 0.5 ** (max(0.0, raw - median) / spread)
+        return float(1.0 - 0.5 ** (max(0.0, raw - median) / spread))
 
 
 @dataclass
@@ -205,7 +206,7 @@ class FlowModel:
 
     detector: AnomalyDetector
     classifier: linear_model.LogisticRegression = field(
-        default_factory=lambda: linear_model.LogisticRegression(optimizer=optim.SGD(0.05)))
+        default_factory=lambda: linear_model.LogisticRegression(optimizer=optim.SGD(0.2)))
     calibration: Calibration = field(default_factory=Calibration)
     #: The detector's feature names, fixed by its first sample: a detector's structure (a tree's
     #: splits) is built over them, so a rule reload that adds a counter cannot change
