@@ -6,14 +6,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from riskgate.cli import main
 from riskgate.config import MODEL_DETECTORS, Config, ModelConfig, load_config
 from riskgate.engine import Engine
 from riskgate.errors import ConfigError
@@ -309,21 +308,27 @@ def test_each_worker_snapshots_to_its_own_slot(
     replacement.release()
 
 
-async def test_two_services_learning_at_once_keep_their_own_snapshots(tmp_path: Path) -> None:
+def model_show(snapshot: Path, config: Path, capsys: pytest.CaptureFixture[str],
+               ) -> tuple[int, str, str]:
+    code = main(["model", "show", str(snapshot), "--config", str(config)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_two_services_learning_at_once_keep_their_own_snapshots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = service_config(tmp_path)
     first, second = Service(config), Service(config)
     await learn_some(first, 7)
     await learn_some(second, 9, first=50)
     await first.close()
     await second.close()
-    shown = subprocess.run([sys.executable, "-m", "riskgate", "model", "show",
-                            str(tmp_path / "model.snapshot"), "--config",
-                            str(write_config(tmp_path))],
-                           capture_output=True, text=True, check=False)
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.count('"samples": 7') == 1 and shown.stdout.count('"samples": 9') == 1
+    code, out, err = model_show(tmp_path / "model.snapshot", write_config(tmp_path), capsys)
+    assert code == 0, err
+    assert out.count('"samples": 7') == 1 and out.count('"samples": 9') == 1
     # Shown under the config's warm-up (500 samples), not the one they learned under.
-    assert '"anomaly_warm": false' in shown.stdout and '"bot": 0' in shown.stdout
+    assert '"anomaly_warm": false' in out and '"bot": 0' in out
 
 
 def write_config(tmp_path: Path, model: str = "{enabled: true, snapshot: model.snapshot}") -> Path:
@@ -332,13 +337,13 @@ def write_config(tmp_path: Path, model: str = "{enabled: true, snapshot: model.s
     return path
 
 
-def test_model_show_refuses_a_snapshot_it_cannot_trust(tmp_path: Path) -> None:
+def test_model_show_refuses_a_snapshot_it_cannot_trust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "planted").write_bytes(BROKEN["signed under another secret"](b""))
-    shown = subprocess.run([sys.executable, "-m", "riskgate", "model", "show",
-                            str(tmp_path / "planted"), "--config", str(write_config(tmp_path))],
-                           capture_output=True, text=True, check=False)
-    assert shown.returncode == 2
-    assert "signature does not match" in shown.stderr and shown.stdout == ""
+    code, out, err = model_show(tmp_path / "planted", write_config(tmp_path), capsys)
+    assert (code, out) == (2, "")
+    assert "signature does not match" in err
 
 
 @pytest.mark.parametrize(("section", "problem"), [
