@@ -48,8 +48,9 @@ from harness import HERE, ROOT, BenchError, redis_server, run_script, seconds
 #: The reverse-proxy measurement, selected with the decide servers in --servers.
 PROXY = "proxy"
 #: Scripts run after the servers, each printing its own figures: the in-process
-#: micro-benchmarks, the large-header attack and the Redis fault run.
-MICRO_BENCHES = ("rules_bench.py", "signals_bench.py", "header_flood.py", "fault_run.py")
+#: micro-benchmarks, the large-header attack, the Redis fault run and the model's evaluation.
+MICRO_BENCHES = ("rules_bench.py", "signals_bench.py", "header_flood.py", "fault_run.py",
+                 "model_eval.py")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -71,7 +71,7 @@ def run(source: str, facts: dict[str, Any] | None = None,
         ("attributes.seats * 2 > 8", {"attributes.seats": 5}, {}, True),
         ("ip.country is None", {}, {}, True),
         ("ip.country is not None", {"ip.country": "FR"}, {}, True),
-        ("model.score > 0.9 or model.anomaly > 0.5", {"model.anomaly": 0.7}, {}, True),
+        ("model.bot_probability > 0.9 or model.anomaly > 0.5", {"model.anomaly": 0.7}, {}, True),
     ],
 )
 def test_expressions_mean_what_they_say(
@@ -95,8 +95,8 @@ def test_expressions_mean_what_they_say(
         "len(device.user_agent) > 1",
         "cidr(ip, '10.0.0.0/8')",
         "min(counters.fails, 3) < 5",
-        "abs(model.score) > 0",
-        "-model.score < 0",
+        "abs(model.anomaly) > 0",
+        "-model.anomaly < 0",
     ],
 )
 def test_missing_values_make_conditions_false_without_raising(source: str) -> None:
@@ -279,7 +279,7 @@ def test_generated_code_runs_without_builtins() -> None:
 # --- properties ----------------------------------------------------------------------------------
 
 ATOMS = st.sampled_from([
-    "counters.fails", "counters.accounts", "model.score", "ip.asn", "attributes.seats", "1",
+    "counters.fails", "counters.accounts", "model.anomaly", "ip.asn", "attributes.seats", "1",
     "0", "2.5", "-3", "ip.country", "device.user_agent", "'RU'", "''", "attributes.name",
     "account.present", "challenge.passed", "True", "ip", "lower(device.os)", "len(ip)",
 ])
@@ -305,7 +305,7 @@ FACT_VALUES = st.one_of(st.none(), st.integers(-10**6, 10**6), st.floats(allow_n
 @settings(max_examples=300, deadline=None)
 @given(expressions(), st.dictionaries(
     st.sampled_from(["ip.asn", "attributes.seats", "ip.country", "device.user_agent", "ip",
-                     "attributes.name", "account.present", "model.score", "device.os"]),
+                     "attributes.name", "account.present", "model.anomaly", "device.os"]),
     FACT_VALUES), st.dictionaries(st.sampled_from(["fails", "accounts"]), FACT_VALUES))
 def test_random_expressions_either_refuse_to_load_or_never_raise(
     source: str, facts: dict[str, Any], counters: dict[str, Any]

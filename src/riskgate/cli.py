@@ -307,7 +307,47 @@ def _parser() -> argparse.ArgumentParser:
     for command in (add, remove, show):
         command.add_argument("--config", required=True, help="the riskgate.yaml naming the store")
         command.set_defaults(run=_lists)
+
+    model = commands.add_parser("model", help="the online model's snapshots")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
+    model_show = model_commands.add_parser(
+        "show", help="what a snapshot holds: samples per flow, warm-up, label counts")
+    model_show.add_argument("snapshot", help="a snapshot file, or the configured path "
+                                             "(every worker slot's file is shown)")
+    model_show.add_argument("--config", required=True,
+                            help="the riskgate.yaml whose secret signed the snapshot")
+    model_show.set_defaults(run=_model_show)
     return parser
+
+
+def _model_show(args: argparse.Namespace) -> int:
+    """``riskgate model show``: one JSON document per snapshot file, or why it is unusable."""
+    import json
+
+    from riskgate.config import load_config
+    from riskgate.model.snapshot import read, slot_files
+    from riskgate.service import restore_model
+
+    config = load_config(args.config)
+    path = Path(args.snapshot)
+    files = [path] if path.is_file() else slot_files(path)
+    if not files:
+        print(f"riskgate: {path}: no snapshot there (nor slot files {path.name}.N)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    unusable = 0
+    for file in files:
+        state, why = read(file, config.secret.encode())
+        model, mismatch = restore_model(config.model, state)
+        why = why or mismatch
+        if why is not None:
+            unusable += 1
+            print(f"riskgate: {why}", file=sys.stderr)
+            continue
+        print(json.dumps({"snapshot": str(file), "detector": model.detector,
+                          "warmup_samples": model.warmup, "min_labels": model.min_labels,
+                          "flows": model.summary()}, indent=2))
+    return EXIT_BAD_INPUT if unusable else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

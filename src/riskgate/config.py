@@ -128,6 +128,25 @@ class SignalSources:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """The online model (``model:``); docs/model.md says what each key does."""
+
+    enabled: bool = False
+    #: Where snapshots go; each worker writes ``SNAPSHOT.<slot>`` (docs/model.md).
+    #: None: nothing is kept across restarts.
+    snapshot: Path | None = None
+    snapshot_interval_minutes: float = 10.0
+    #: Allowed requests a flow's detector learns before ``model.anomaly`` is given.
+    warmup_samples: int = 500
+    #: Labels of each kind (bot, human) before ``model.bot_probability`` is given.
+    min_labels: int = 20
+    #: The largest share of recent learned samples one address, prefix or device gives.
+    max_share: float = 0.02
+    #: One of riskgate.model.online.DETECTORS; the default was chosen by bench/model_eval.py.
+    detector: str = "half-space-trees"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration; see CONTRACT §4 for each key."""
 
@@ -164,6 +183,7 @@ class Config:
     fail_mode: FailMode = "rules"
     #: The ``memory://`` store's cap on entries, so a flood cannot exhaust memory.
     memory_store_max_entries: int = 1_000_000
+    model: ModelConfig = ModelConfig()
     source: Path | None = None
 
 
@@ -257,6 +277,10 @@ _TOP_KEYS: Final = tuple(f for f in Config.__dataclass_fields__ if f != "source"
 _ROUTE_KEYS: Final = ("path", "method", "event", "account", "attributes", "failure_statuses",
                       "fail_mode", "challenge_fail_closed")
 _ATTRIBUTE_KEYS: Final = ("source", "type")
+_MODEL_KEYS: Final = tuple(ModelConfig.__dataclass_fields__)
+#: Kept here, not imported from riskgate.model.online, so that reading a config never
+#: imports River; tests/test_model.py holds the two lists equal.
+MODEL_DETECTORS: Final = ("half-space-trees", "one-class-svm", "standard-distance")
 
 
 #: Numeric keys: (type, smallest, largest, what the unit is). A value out of range is a
@@ -269,6 +293,10 @@ _NUMBERS: Final[dict[str, tuple[type, float, float, str]]] = {
     "memory_store_max_entries": (int, 1000, 10**9, "entries"),
     "feedback_ttl": (float, 1, 7 * 86400, "seconds"),
     "store_timeout": (float, 0.005, 10, "seconds"),
+    "model.snapshot_interval_minutes": (float, 0.1, 24 * 60, "minutes"),
+    "model.warmup_samples": (int, 0, 10**9, "samples"),
+    "model.min_labels": (int, 1, 10**9, "labels"),
+    "model.max_share": (float, 0.001, 1, "(a fraction of 1)"),
 }
 
 
@@ -290,6 +318,28 @@ def _number(check: _Checker, node: yaml.Node, key: str) -> Any:
     elif number > highest:
         check.problem(node, f"{key} must be at most {highest:.0f} {unit}, not {number}")
     return kind(number)
+
+
+def _parse_detector(text: str) -> str:
+    if text not in MODEL_DETECTORS:
+        raise ValueError(f"unknown detector `{text}`; use one of {', '.join(MODEL_DETECTORS)}")
+    return text
+
+
+def _load_model(check: _Checker, node: yaml.Node, base: Path) -> ModelConfig:
+    values: dict[str, Any] = {}
+    for name, n in check.mapping(node, "model", _MODEL_KEYS).items():
+        what = f"model.{name}"
+        if name == "enabled":
+            values[name] = check.typed(n, what, bool, "true or false")
+        elif name == "snapshot":
+            text = check.typed(n, what, str, "a file path")
+            values[name] = None if text is None else base / text
+        elif name == "detector":
+            values[name] = check.convert(n, what, _parse_detector)
+        else:
+            values[name] = _number(check, n, what)
+    return ModelConfig(**{k: v for k, v in values.items() if v is not None})
 
 
 def _admin_token(check: _Checker, node: yaml.Node) -> str | None:
@@ -481,6 +531,8 @@ def load_config(path: str | Path) -> Config:
             values[key] = check.typed(node, key, bool, "true or false")
         elif key == "fail_mode":
             values[key] = check.convert(node, key, _parse_fail_mode)
+        elif key == "model":
+            values[key] = _load_model(check, node, base)
     secret = values.get("secret")
     if secret is None and "secret" not in entries:
         check.problem(root, "`secret` is missing; set `secret: ${RISKGATE_SECRET}` and export "

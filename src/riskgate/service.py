@@ -11,7 +11,7 @@ Process-wide side effects are opt-ins of :meth:`Service.start` (see :class:`Host
 else's application takes none unless asked.
 
 >>> import pathlib, tempfile
->>> from riskgate.config import Config
+>>> from riskgate.config import Config, ModelConfig
 >>> rules = pathlib.Path(tempfile.mkdtemp())
 >>> _ = (rules / "empty.yaml").write_text("rules: []")
 >>> service = Service(Config(secret="doctest-secret-0123", rules=rules, decision_log=None))
@@ -28,11 +28,13 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from riskgate.config import Config
+from riskgate.config import Config, ModelConfig
 from riskgate.decision.challenge import Challenges
 from riskgate.engine.core import Engine
 from riskgate.errors import StoreError, StoreVersionError
 from riskgate.model.base import Model
+from riskgate.model.online import OnlineModel
+from riskgate.model.snapshot import Snapshots
 from riskgate.observability.decisionlog import DecisionLog
 from riskgate.rules.loader import load_ruleset
 from riskgate.rules.model import RuleSet
@@ -110,18 +112,40 @@ def replay_engine(ruleset: RuleSet, *, secret: bytes, max_entries: int) -> Engin
     return Engine(ruleset, MemoryStore(max_entries=max_entries), SignalExtractor(keyer), keyer)
 
 
+def restore_model(settings: ModelConfig, state: object) -> tuple[OnlineModel, str | None]:
+    """The model to serve: ``state`` (a restored snapshot's) under the config's current
+    settings, or a fresh one and why ``state`` could not be used."""
+    fresh = OnlineModel(warmup=settings.warmup_samples, min_labels=settings.min_labels,
+                        max_share=settings.max_share, detector=settings.detector)
+    if state is None:
+        return fresh, None
+    if not isinstance(state, OnlineModel):
+        return fresh, "the model snapshot holds no riskgate model; starting fresh"
+    if state.detector != settings.detector:
+        return fresh, (f"the model snapshot was learned by {state.detector}, the config "
+                       f"asks for {settings.detector}; starting fresh")
+    # Settings are policy, not learning: a restart applies the config's current ones.
+    state.warmup, state.min_labels = settings.warmup_samples, settings.min_labels
+    state.max_share = settings.max_share
+    return state, None
+
+
 class Service:
     """The engine plus what it was built from; one per process (per uvicorn worker)."""
 
     def __init__(self, config: Config, *, model: Model | None = None) -> None:
         """Load rules, open the store and the log; raise on a config that cannot serve.
 
-        ``model`` is the engine's model stage (None: rules alone).
+        ``model`` is the engine's model stage; None: the configured one (``model:``),
+        restored from its snapshot, or rules alone when the config enables none.
         """
         self.config = config
         prepared = prepare(config)
         for warning in prepared.warnings:
             logger.warning("%s", warning)
+        self.snapshots: Snapshots | None = None
+        if model is None and config.model.enabled:
+            model = self._configured_model(config)
         ruleset, keyer = prepared.ruleset, prepared.keyer
         store = CircuitBreaker(
             open_store(config.store, max_entries=config.memory_store_max_entries),
@@ -133,9 +157,40 @@ class Service:
         self.challenges = Challenges(config.secret.encode(), store)
         self.reloader = RuleReloader(config.rules, ruleset, self._install, keyer)
         self._watcher: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._source_warnings = prepared.warnings
         self.rule_warnings: tuple[str, ...] = ()
         self._judge(ruleset)
+
+    def _configured_model(self, config: Config) -> OnlineModel:
+        state = None
+        if config.model.snapshot is not None:
+            self.snapshots = Snapshots(config.model.snapshot, config.secret.encode())
+            state, why = self.snapshots.load()
+            if why is not None:
+                logger.warning("%s", why)
+        model, why = restore_model(config.model, state)
+        if why is not None:
+            logger.warning("%s", why)
+        return model
+
+    def save_model(self) -> None:
+        """Snapshot the model now (a no-op without a snapshot path)."""
+        if self.snapshots is not None and self.engine.model is not None:
+            self.snapshots.save(self.engine.model)
+
+    @staticmethod
+    async def _snapshot_every(snapshots: Snapshots, model: Model, minutes: float) -> None:
+        while True:
+            await asyncio.sleep(minutes * 60)
+            try:
+                # Pickled here, on the loop, so the learner cannot change the model
+                # mid-way; only the disk write leaves it.
+                data = snapshots.encode(model)
+                await asyncio.to_thread(snapshots.write, data)
+            except Exception:  # a full disk must not stop the service, nor later snapshots
+                logger.exception("the model snapshot could not be written to %s",
+                                 snapshots.path)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -168,12 +223,25 @@ class Service:
             self.reloader.on_sighup(loop)
         if effects.watch_rules:
             self._watcher = loop.create_task(self.reloader.watch())
+        if self.engine.model is not None:
+            self._background.append(loop.create_task(self.engine.learn_in_background()))
+            if self.snapshots is not None:
+                self._background.append(loop.create_task(self._snapshot_every(
+                    self.snapshots, self.engine.model,
+                    self.config.model.snapshot_interval_minutes)))
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in [*self._background, *([self._watcher] if self._watcher else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+                await task
+        if self.engine.model is not None:
+            self.engine.learn_pending()
+        if self.snapshots is not None:
+            try:
+                self.save_model()
+            finally:
+                self.snapshots.release()
         await self.engine.store.close()
         if self.log is not None:
             self.log.close()

@@ -9,11 +9,13 @@ never shows a request half of one set and half of another.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from riskgate.decision.verdict import Action, Match, Verdict, decide
 from riskgate.engine.batch import Batch
@@ -21,7 +23,7 @@ from riskgate.engine.counters import CounterPlanner
 from riskgate.engine.feedback import ANSWERED, FeedbackRecord, FeedbackResult, record_key
 from riskgate.errors import StoreError
 from riskgate.event.types import EventName, Outcome, RiskEvent
-from riskgate.model.base import Model, label_of
+from riskgate.model.base import Label, Model, label_of
 from riskgate.observability import metrics
 from riskgate.observability.decisionlog import DecisionLog
 from riskgate.rules.model import RuleSet
@@ -35,6 +37,21 @@ logger = logging.getLogger(__name__)
 
 #: The reason a decision names when a route's ``fail_mode`` decided it (store down).
 STORE_UNAVAILABLE_RULE = "store-unavailable"
+#: Requests waiting for the model to learn them. Learning is a sample, not a ledger:
+#: when a burst outruns it the oldest are dropped, and scoring never waits.
+LEARNING_QUEUE: Final = 10_000
+#: Requests learned between yields to the loop, so a backlog never holds up a response.
+_LEARN_CHUNK: Final = 64
+
+_Learning = tuple[EventName, Mapping[str, Any], Mapping[str, float], Label]
+
+
+def _teaches_normal(verdict: Verdict, matches: list[Match]) -> bool:
+    """Whether the anomaly model may learn from a request as normal traffic: allowed,
+    and no rule adding risk matched, in shadow either (a shadow rule is one being tried
+    on traffic it suspects)."""
+    return verdict.decision == "allow" and not any(
+        m.score > 0 or m.action in ("challenge", "block") for m in matches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +80,9 @@ class Engine:
     ``lists``     the runtime lists' version, to refresh them when it moved;
     ``model``     scores from the model (no store ops yet), before the rules run;
 
-    then the rules, the verdict, the metrics and the decision log.
+    then the rules, the verdict, the metrics and the decision log. What the model is to
+    learn waits in a queue that :meth:`learn_in_background` drains after responses
+    are sent (:meth:`learn_pending` drains it at once).
     """
 
     def __init__(
@@ -87,6 +106,10 @@ class Engine:
         self.runtime_lists = runtime_lists
         #: The model stage; None: rules alone.
         self.model = model
+        self._learning: deque[_Learning] = deque(maxlen=LEARNING_QUEUE)
+        self._to_learn = asyncio.Event()
+        #: Learning steps that raised (the request was decided; only the model missed it).
+        self.learning_failures = 0
 
     async def decide(self, event: RiskEvent, *, fail_mode: Action | None = None) -> Decision:
         """Decide ``event``; ``fail_mode`` is the action taken while the store is
@@ -152,12 +175,14 @@ class Engine:
                                    facts, now))
         if self.model is not None:
             try:
-                facts.update(self.model.score_one(event, facts))
+                facts.update(self.model.score_one(event, facts, counters))
             except Exception:  # a model fault must never fail a decision
                 degraded = True
                 logger.exception("deciding %s without the model", request_id)
         matches = ruleset.evaluate(event, facts, counters, now=now)
         verdict = decide([*matches, *listed], ruleset.thresholds_for(event))
+        if self.model is not None and _teaches_normal(verdict, [*matches, *listed]):
+            self._learn_later((event, facts, counters, None))
         elapsed = time.perf_counter() - started
         metrics.count_decision(event, verdict.decision, elapsed,
                                [*matches, *map(for_metrics, listed)], degraded)
@@ -196,11 +221,37 @@ class Engine:
         await self._count_outcome(request_id, record.event, record.counters, outcome, now)
         label = label_of(outcome)
         if self.model is not None and record.facts is not None and label is not None:
-            try:
-                self.model.learn_one(record.event, record.facts, label)
-            except Exception:  # the outcome is recorded; only the model misses it
-                logger.exception("the model could not learn the label of %s", request_id)
+            self._learn_later((record.event, record.facts, {}, label))
         return "recorded"
+
+    def _learn_later(self, item: _Learning) -> None:
+        self._learning.append(item)
+        self._to_learn.set()
+
+    def learn_pending(self, limit: int | None = None) -> int:
+        """Let the model learn what is waiting (at most ``limit``); how many it took."""
+        model, taken = self.model, 0
+        while self._learning and (limit is None or taken < limit) and model is not None:
+            event, facts, counters, label = self._learning.popleft()
+            taken += 1
+            try:
+                model.learn_one(event, facts, counters, label)
+            except Exception:  # the decision was made; only the model misses this sample
+                self.learning_failures += 1
+                if self.learning_failures == 1 or self.learning_failures % 10_000 == 0:
+                    logger.exception("the model could not learn (%d failures so far)",
+                                     self.learning_failures)
+        return taken
+
+    async def learn_in_background(self) -> None:
+        """Drain the learning queue for as long as the service runs, a chunk at a time
+        between the loop's other work, so learning happens after responses are sent."""
+        while True:
+            await self._to_learn.wait()
+            self._to_learn.clear()
+            # Not a poll: the sleep lets waiting responses out between chunks.
+            while self.learn_pending(_LEARN_CHUNK):  # noqa: ASYNC110
+                await asyncio.sleep(0)
 
     async def record_outcome(self, decision: Decision, outcome: Outcome, now: float) -> None:
         """Record an outcome seen in-process (a gateway saw the login fail)."""

@@ -1,10 +1,13 @@
 """The protocol a model stage implements, in River's style: score, then learn.
 
 The engine calls :meth:`Model.score_one` on the request path with the decision's facts
-and puts what it returns among the facts before the rules run (``model.score`` ...);
-it calls :meth:`Model.learn_one` when an outcome labels a decision, with the facts that
-decision was made from (kept, bounded, in its feedback record). A model that raises
-sets the decision's ``degraded`` flag and the decision goes on without it.
+and counters, and puts what it returns among the facts before the rules run
+(``model.anomaly``, ``model.bot_probability``). It calls :meth:`Model.learn_one` after
+the response, off the request path: with no label for a request that was allowed and
+matched no rule adding risk, and with a label when an outcome labels a decision (then
+with the facts that decision was made from, kept bounded in its feedback record, and
+no counters). A model that raises while scoring sets the decision's ``degraded`` flag
+and the decision goes on without it.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ def label_of(outcome: Outcome) -> Label:
 class Model(Protocol):
     """An online model per flow (``event``), scoring before it learns."""
 
-    def score_one(self, event: EventName, facts: Mapping[str, Any]) -> Mapping[str, float]:
+    def score_one(self, event: EventName, facts: Mapping[str, Any],
+                  counters: Mapping[str, float]) -> Mapping[str, float]:
         """Scores for one request, as facts named ``model.*``; must not learn."""
         ...
 
-    def learn_one(self, event: EventName, facts: Mapping[str, Any], label: Label) -> None:
+    def learn_one(self, event: EventName, facts: Mapping[str, Any],
+                  counters: Mapping[str, float], label: Label) -> None:
         """Learn from one decided request and, when an outcome labelled it, its label."""
         ...

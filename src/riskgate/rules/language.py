@@ -49,8 +49,10 @@ _EXAMPLES: Final[dict[str, str]] = {"str": '"RU"', "num": "5", "bool": "True", "
 _FROM_CATALOG: Final[dict[str, ExprType]] = {
     "str": "str", "int": "num", "float": "num", "bool": "bool",
 }
-#: Supplied by the model stage; float scores, None when the model is unavailable.
-MODEL_SIGNALS: Final[dict[str, ExprType]] = {"model.score": "num", "model.anomaly": "num"}
+#: Supplied by the model stage (riskgate.model.online): scores from 0 to 1, None when
+#: no model runs, it is still warming up, or it failed.
+MODEL_SIGNALS: Final[dict[str, ExprType]] = {"model.anomaly": "num",
+                                              "model.bot_probability": "num"}
 #: Names usable as literals besides Python's, because analysts write YAML.
 _BOOL_NAMES: Final[dict[str, bool]] = {"true": True, "false": False, "True": True, "False": False}
 
