@@ -351,8 +351,9 @@ def test_the_interstitial_carries_the_challenge_as_inert_escaped_json(page: Resp
     found = re.search(r'<script type="application/json" id="rg-challenge">(.*?)</script>', html)
     assert found is not None and "<" not in found[1]
     data = json.loads(found[1])
-    assert sorted(data) == ["algorithm", "difficulty", "expected_hashes", "id", "method", "salt",
-                            "verify_url"]  # fmt: skip
+    assert sorted(data) == ["algorithm", "difficulty", "expected_hashes", "id", "method",
+                            "resubmit", "salt", "verify_url"]  # fmt: skip
+    assert data["resubmit"] is None  # no form to carry back
     assert "req-&lt;b&gt;&amp;1" in html and "req-<b>" not in html
 
 
