@@ -54,10 +54,14 @@ class RedisServer:
         self.directory = directory
         self.extra_args = extra_args
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.unix_socket = directory / "redis.sock"
         self.log = directory / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._started_before = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -67,7 +71,31 @@ class RedisServer:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
     def start(self, timeout: float = 10) -> None:
-        """Start it and wait until it answers PING; RuntimeError with its log if not."""
+        """Start it and wait until it answers PING; RuntimeError with its log if not.
+
+        A port that another process took between :func:`free_port` and this start (any
+        client socket may be given it) is replaced by a new one, twice at most; only on
+        the first start, as a restart must come back where its clients look for it.
+        """
+        for attempt in range(3):
+            log_start = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                self._start_once(timeout)
+            except RuntimeError:
+                taken = "Address already in use" in self.log.read_text(errors="replace")[
+                    log_start:]
+                if self._started_before or not taken or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.extra_args = tuple(str(free_port()) if before == "--cluster-port"
+                                        else arg for before, arg in
+                                        zip(("", *self.extra_args), self.extra_args,
+                                            strict=False))
+                continue
+            self._started_before = True
+            return
+
+    def _start_once(self, timeout: float) -> None:
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(
                 [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -82,7 +110,8 @@ class RedisServer:
                 with redis.Redis(port=self.port, socket_timeout=0.2) as probe:
                     probe.ping()
                 return
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Refused while it starts; silent when something else listens there.
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     log_text = self.log.read_text(errors="replace")
@@ -146,7 +175,11 @@ class RedisCluster:
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-port", str(free_port()),
                 "--cluster-node-timeout", str(node_timeout_ms))))
-        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    @property
+    def url(self) -> str:
+        # Read when used: a node may have moved to a new port when its first was taken.
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
 
     def start(self, timeout: float = 30) -> None:
         """Start every node, create the cluster, wait until every slot is served and every
