@@ -130,6 +130,12 @@ class Gateway:
         decision = await self.engine.decide(event)
         return Scored(decision, event, binding, match.route, view.method)
 
+    async def note_unscored(self, view: RequestView) -> None:
+        """Record the device id of an unscored request (a page, a search) as seen."""
+        device = self.device_key(ValueReader(view, {}))
+        if device is not None:
+            await self.engine.note_device(device, time.time())
+
     async def refuses_unscored(self, view: RequestView) -> bool:
         """Whether a request on an unscored route is refused before it reaches the app.
 

@@ -96,6 +96,7 @@ class RiskGateMiddleware:
                 response = gateway.refusal(new_request_id(), headers.get("accept", ""))
                 await response(scope, receive, send)
                 return
+            await gateway.note_unscored(view)
             await self.app(scope, receive, send)
             return
         if match.needs_body:
