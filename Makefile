@@ -8,12 +8,12 @@ STAMP  := $(VENV)/.installed-stamp
 TEST_PACKAGES  := redis-server:redis-server chromium:chromium nginx-light:nginx
 BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
-.PHONY: run test lint bench clean system-packages-test system-packages-bench
+.PHONY: run test lint bench loadtest clean system-packages-test system-packages-bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,loadtest]'
 	touch $@
 
 run: $(STAMP)
@@ -42,7 +42,7 @@ system-packages-bench:
 	$(call need_packages,$(BENCH_PACKAGES))
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench loadtest
 	$(BIN)/mypy
 
 test: $(STAMP) system-packages-test lint
@@ -52,6 +52,14 @@ test: $(STAMP) system-packages-test lint
 
 bench: $(STAMP) system-packages-bench
 	$(BIN)/python bench/run.py
+
+# Humans and bots through `riskgate serve` (Redis) in front of the demo airline, headless,
+# for DURATION seconds with SEED; the table and the last line are printed, locust's CSV
+# and HTML report written to loadtest/out/.
+SEED     ?= 1
+DURATION ?= 240
+loadtest: $(STAMP) system-packages-bench
+	$(BIN)/python loadtest/run.py --seed $(SEED) --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
