@@ -14,7 +14,7 @@ import uuid
 from browsers import Stack, captures, headless_stack
 from client import Persona, Visit, token_of
 from locust import between, task
-from world import Account, person_email, password, residential_ip
+from world import Account, password, person_email, residential_ip
 
 from riskgate.http.demo import FLIGHTS, PROMOTION
 

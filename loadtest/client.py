@@ -111,9 +111,8 @@ class Visit:
     def _headers(self, kind: Kind, extra: dict[str, str] | None, body: str | None
                  ) -> dict[str, str]:
         headers = self.stack.headers(kind, self.origin)
-        if self.stack.app or kind == "fetch":
-            if self.device_id is not None:
-                headers["x-device-id"] = self.device_id
+        if (self.stack.app or kind == "fetch") and self.device_id is not None:
+            headers["x-device-id"] = self.device_id
         if body is not None:
             headers["content-type"] = body
         headers.update(extra or {})

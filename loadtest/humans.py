@@ -19,8 +19,8 @@ from locust import between, task
 from world import (
     COUNTRY_ADDRESSES,
     Account,
-    person_email,
     password,
+    person_email,
     residential_ip,
     rng_for,
     vpn_exits,
@@ -60,8 +60,16 @@ class Human(Persona):
                      residential_ip(self.rng), _device(self.rng))
 
     def journey(self, visit: Visit) -> bool:
-        account = self.rng.choice(self.own_accounts())
-        return self.browse_sign_in_and_hold(visit, account)
+        return self.browse_sign_in_and_hold(visit, self.next_account())
+
+    def next_account(self) -> Account:
+        """The next person of this user's share of the persona's accounts, in turn: a
+        person visits again only after everyone else did (the run compresses days into
+        minutes; drawing at random would have people return within seconds)."""
+        if not getattr(self, "_turns", None):
+            mine = self.own_accounts()[self.number::type(self).fixed_count]
+            self._turns = iter(self.rng.sample(mine, len(mine)) * 100)
+        return next(self._turns)
 
     # -- steps people take --------------------------------------------------------------
 
@@ -156,11 +164,11 @@ class CorporateNat(Human):
 
     def setup(self) -> None:
         # Each user plays a dozen colleagues, with their own browser and device.
-        self.colleagues = [(account, person_stack(self.rng), _device(self.rng))
-                           for account in self.rng.sample(self.own_accounts(), 12)]
+        self.colleagues = {account.email: (account, person_stack(self.rng), _device(self.rng))
+                           for account in self.own_accounts()[self.number::self.fixed_count]}
 
     def arrive(self) -> Visit:
-        self.current = self.rng.choice(self.colleagues)
+        self.current = self.colleagues[self.next_account().email]
         _, stack, device = self.current
         return Visit(self, self.ledger, self.persona, stack, self.office, device)
 
@@ -177,11 +185,11 @@ class AppCgnat(Human):
     cgnat = "172.58.10.77"  # a mobile carrier's public NAT address
 
     def setup(self) -> None:
-        mine = self.own_accounts()[self.rng.randrange(4) * 10:][:10]
-        self.phones = [(account, app_stack(self.rng), _device(self.rng)) for account in mine]
+        self.phones = {account.email: (account, app_stack(self.rng), _device(self.rng))
+                       for account in self.own_accounts()[self.number::self.fixed_count]}
 
     def arrive(self) -> Visit:
-        self.current = self.rng.choice(self.phones)
+        self.current = self.phones[self.next_account().email]
         _, stack, device = self.current
         return Visit(self, self.ledger, self.persona, stack, self.cgnat, device)
 
@@ -204,7 +212,7 @@ class FamilyOfSix(Human):
     accounts = 60
 
     def journey(self, visit: Visit) -> bool:
-        return self.browse_sign_in_and_hold(visit, self.rng.choice(self.own_accounts()), 6)
+        return self.browse_sign_in_and_hold(visit, self.next_account(), 6)
 
 
 class Mistyper(Human):
@@ -215,7 +223,7 @@ class Mistyper(Human):
     accounts = 60
 
     def journey(self, visit: Visit) -> bool:
-        account = self.rng.choice(self.own_accounts())
+        account = self.next_account()
         self.browse(visit)
         for attempt in range(3):
             typo = account.password[:-1] + str(attempt)
@@ -238,10 +246,10 @@ class ThreeCountries(Human):
     accounts = 30
 
     def one_trip(self) -> Iterator[Visit]:
-        account = self.rng.choice(self.own_accounts())
+        account = self.next_account()
         stack, device = person_stack(self.rng), _device(self.rng)
-        for address in COUNTRY_ADDRESSES:
-            self.trip_account = account
+        for leg, address in enumerate(COUNTRY_ADDRESSES):
+            self.trip_account, self.at_home = account, leg == 0
             yield Visit(self, self.ledger, self.persona, stack, address, device)
 
     def arrive(self) -> Visit:
@@ -253,7 +261,11 @@ class ThreeCountries(Human):
         return visit
 
     def journey(self, visit: Visit) -> bool:
-        return self.browse_sign_in_and_hold(visit, self.trip_account, 1)
+        if self.at_home:
+            return self.browse_sign_in_and_hold(visit, self.trip_account, 1)
+        # Abroad: signs in to check the trip, holds nothing new.
+        self.browse(visit)
+        return self.sign_in(visit, self.trip_account) is not None
 
 
 class PrivacyBrowser(Human):
@@ -269,7 +281,7 @@ class PrivacyBrowser(Human):
         return Visit(self, self.ledger, self.persona, stack, residential_ip(self.rng), None)
 
     def journey(self, visit: Visit) -> bool:
-        account = self.rng.choice(self.own_accounts())
+        account = self.next_account()
         self.browse(visit)
         visit.page("/login")
         self.think(visit, 3, 9)
@@ -291,12 +303,15 @@ class Household(Human):
         self.computer: Stack = person_stack(self.rng)
         self.device = _device(self.rng)
         self.address = residential_ip(self.rng)
+        self.household_turn = 0
 
     def arrive(self) -> Visit:
         return Visit(self, self.ledger, self.persona, self.computer, self.address, self.device)
 
     def journey(self, visit: Visit) -> bool:
-        return self.browse_sign_in_and_hold(visit, self.rng.choice(self.members))
+        member = self.members[self.household_turn % len(self.members)]
+        self.household_turn += 1
+        return self.browse_sign_in_and_hold(visit, member)
 
 
 class VpnTravellers(Human):

@@ -128,7 +128,7 @@ class RiskGateMiddleware:
             message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
             # Counted once the answer is on its way, so the client does not wait on it.
-            await gateway.record_failed_login(scored, message["status"])
+            await gateway.record_login_outcome(scored, message["status"])
 
         return allowed
 
