@@ -297,6 +297,9 @@ class Household(Human):
     persona = "household"
     fixed_count = 1
     accounts = 12
+    # One computer is one person at a time, and a family does not hold seats every
+    # minute: a member sits down a while after the last one got up.
+    wait_time = between(30, 60)
 
     def setup(self) -> None:
         self.members = self.rng.sample(self.own_accounts(), 4)
