@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 RUN_STAMP   := $(VENV)/.run-stamp
 TEST_STAMP  := $(VENV)/.test-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
+LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 # Debian packages the tests and benchmarks drive for real, as PACKAGE:COMMAND pairs
 # (installed when the command is missing and we are root).
 TEST_PACKAGES  := redis-server:redis-server redis-tools:redis-cli chromium:chromium nginx-light:nginx curl:curl
 BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
-.PHONY: run test lint bench bench-memory fuzz-api clean system-packages-test system-packages-bench
+.PHONY: run test lint bench bench-memory fuzz-api loadtest clean system-packages-test system-packages-bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,10 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+$(LOADTEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,loadtest]'
 	touch $@
 
 run: $(RUN_STAMP)
@@ -56,7 +61,7 @@ system-packages-bench:
 	$(call need_packages,$(BENCH_PACKAGES))
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench loadtest
 	$(BIN)/mypy
 
 test: $(TEST_STAMP) system-packages-test lint
@@ -76,6 +81,14 @@ bench-memory: $(BENCH_STAMP) system-packages-bench
 EXAMPLES ?= 2000
 fuzz-api: $(TEST_STAMP) system-packages-test
 	$(BIN)/python bench/openapi_fuzz.py --examples $(EXAMPLES)
+
+# Humans and bots through `riskgate serve` (Redis) in front of the demo airline, headless,
+# for DURATION seconds with SEED; the table and the last line are printed, locust's CSV
+# and HTML report written to loadtest/out/.
+SEED     ?= 1
+DURATION ?= 240
+loadtest: $(LOADTEST_STAMP) system-packages-bench
+	$(BIN)/python loadtest/run.py --seed $(SEED) --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 import riskgate
-from riskgate.http.demo import demo_upstream
+from riskgate.http.demo import DEMO_PASSWORD, demo_upstream
 from support import riskgate_serve, write_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,11 @@ def test_serve_as_a_proxy_passes_the_upstreams_date_and_server_headers_once(
         "routes:\n  - {path: /api/bookings, method: POST, event: booking}\n")
     try:
         with riskgate_serve(config) as (base, _):
-            response = httpx.post(f"{base}/api/bookings", json={"flight": "CA1234"})
+            token = httpx.post(f"{base}/api/login", json={
+                "username": "alice@example.com", "password": DEMO_PASSWORD}).json()["token"]
+            response = httpx.post(f"{base}/api/bookings", json={"flight": "RG100", "seats": 1},
+                                  headers={"x-account-id": "alice@example.com",
+                                           "authorization": f"Bearer {token}"})
         assert (response.status_code, response.headers["x-riskgate-decision"]) == (201, "allow")
         assert len(response.headers.get_list("date")) == 1
         assert response.headers.get_list("server") == ["uvicorn"]  # the upstream's

@@ -117,16 +117,20 @@ def _demo(args: argparse.Namespace) -> int:
 riskgate demo: gateway {base}  (demo airline upstream http://{args.host}:{args.upstream_port},
 which {args.config} names as `upstream`); -i shows X-RiskGate-Decision and -Request-Id.
   registration: curl -si {browser} \\
-                    {base}/api/register {json} -d '{{"email": "new@example.com"}}'
+                    {base}/api/register {json} \\
+                     -d '{{"email": "new@example.com", "password": "s3cret-pass"}}'
   login:        curl -si {browser} \\
                     {base}/api/login {json} \\
-                     -d '{{"username": "alice@example.com", "password": "wrong"}}'
-                (401s are counted as failed logins; the password is {DEMO_PASSWORD})
+                     -d '{{"username": "alice@example.com", "password": "{DEMO_PASSWORD}"}}'
+                (a wrong password is a 401, counted as a failed login; the answer's
+                token signs the next two requests in: export TOKEN=...)
   promotion:    curl -si {browser} \\
-                    -X POST {base}/api/promotions/SPRING/redeem -H 'X-Account-Id: alice'
+                    -X POST {base}/api/promotions/SPRING/redeem \\
+                     -H 'X-Account-Id: alice@example.com' -H "Authorization: Bearer $TOKEN"
   booking:      curl -si {browser} \\
-                    {base}/api/bookings -H 'X-Account-Id: alice' {json} \\
-                     -d '{{"flight": "CA1234", "seats": 2}}'
+                    {base}/api/bookings -H 'X-Account-Id: alice@example.com' \\
+                     -H "Authorization: Bearer $TOKEN" {json} -d '{{"flight": "RG100", "seats": 2}}'
+  pages:        {base}/ (flights), /login, /register, /promo in a browser
   decision API: curl -s {base}/v1/decide {json} \\
                      -d '{{"event": "login", "ip": "203.0.113.5", "account": "alice@example.com"}}'
   curl -s {base}/readyz       curl -s {base}/metrics

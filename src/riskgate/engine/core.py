@@ -29,7 +29,7 @@ from riskgate.observability.decisionlog import DecisionLog
 from riskgate.rules.model import RuleSet
 from riskgate.rules.runtime_lists import RuntimeLists, for_metrics
 from riskgate.signals.extractor import SignalExtractor
-from riskgate.signals.history import history_facts, history_ops
+from riskgate.signals.history import device_sighting, history_facts, history_ops
 from riskgate.signals.keys import Keyer
 from riskgate.store import Delete, Op, Put, Result, Store
 
@@ -199,6 +199,17 @@ class Engine:
                 "counters": counters,
             })
         return Decision(request_id, event, verdict, degraded, counters, outcome_keys)
+
+    async def note_device(self, device_key: str, now: float) -> None:
+        """Record that a device id was seen on a request nobody scores (a page view).
+
+        ``device.first_seen_age`` then dates from the device's first page, not its first
+        login. A store failure only loses the sighting.
+        """
+        try:
+            await self.store.apply([device_sighting(device_key, now)], now)
+        except StoreError as exc:
+            logger.warning("device sighting not recorded: %s", exc)
 
     async def feedback(self, request_id: str, outcome: Outcome, now: float) -> FeedbackResult:
         """Record an outcome for a recent decision, once.

@@ -31,7 +31,7 @@ from riskgate.config import Config, Route, ValueSource, fail_action
 from riskgate.decision.challenge import PASS_COOKIE, Challenges, ClientBinding
 from riskgate.engine.core import Decision, Engine
 from riskgate.errors import StoreError
-from riskgate.event.types import IPAddress, RiskEvent, capped, new_request_id
+from riskgate.event.types import IPAddress, Outcome, RiskEvent, capped, new_request_id
 from riskgate.http.challenge import FormReplay, challenge_response, verify, wants_html
 from riskgate.http.request import (
     RequestView,
@@ -148,6 +148,12 @@ class Gateway:
         decision = await self.engine.decide(event, fail_mode=fail_mode)
         return Scored(decision, event, binding, match.route, view.method)
 
+    async def note_unscored(self, view: RequestView) -> None:
+        """Record the device id of an unscored request (a page, a search) as seen."""
+        device = self.device_key(ValueReader(view, {}))
+        if device is not None:
+            await self.engine.note_device(device, time.time())
+
     async def refuses_unscored(self, view: RequestView) -> bool:
         """Whether a request on an unscored route is refused before it reaches the app.
 
@@ -214,17 +220,24 @@ class Gateway:
             response.headers[name] = value
         return response
 
-    async def record_failed_login(self, scored: Scored, status: int) -> None:
-        """Count a refused login as ``/v1/feedback`` would; 5xx are the server's failures,
-        never the user's, so an unreachable upstream does not lock accounts out."""
+    async def record_login_outcome(self, scored: Scored, status: int) -> None:
+        """Count a login the upstream answered as ``/v1/feedback`` would: a status in
+        ``failure_statuses`` is ``login_failed``, a 2xx ``login_succeeded`` (so rules can
+        weigh failures against logins that got in, not against ones riskgate refused).
+        5xx are the server's failures, never the user's, so an unreachable upstream
+        does not lock accounts out."""
         if scored.route.event != "login" or status >= 500:
             return
-        if status not in scored.route.failure_statuses:
+        if status in scored.route.failure_statuses:
+            outcome: Outcome = "login_failed"
+        elif 200 <= status < 300:
+            outcome = "login_succeeded"
+        else:
             return
         try:
-            await self.engine.record_outcome(scored.decision, "login_failed", time.time())
+            await self.engine.record_outcome(scored.decision, outcome, time.time())
         except StoreError as exc:
-            logger.warning("failed login of %s not counted: %s", scored.decision.request_id, exc)
+            logger.warning("%s of %s not counted: %s", outcome, scored.decision.request_id, exc)
 
     # -- the challenge's verify URL, for every mode --------------------------------
 

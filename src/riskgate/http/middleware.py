@@ -97,6 +97,7 @@ class RiskGateMiddleware:
                 response = gateway.refusal(new_request_id(), headers.get("accept", ""))
                 await response(scope, receive, send)
                 return
+            await gateway.note_unscored(view)
             await self.app(scope, receive, send)
             return
         if match.needs_body:
@@ -147,7 +148,7 @@ class RiskGateMiddleware:
             message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
             # Counted once the answer is on its way, so the client does not wait on it.
-            await gateway.record_failed_login(scored, message["status"])
+            await gateway.record_login_outcome(scored, message["status"])
 
         return allowed
 

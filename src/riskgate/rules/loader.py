@@ -77,7 +77,8 @@ _EXPECT_KEYS: Final = ("decision", "rules")
 _REQUEST_KEYS: Final = ("event", "ip", "account", "device_id", "user_agent", "headers",
                         "attributes", "challenge_passed")
 _TEST_IP: Final = "192.0.2.1"  # TEST-NET-1, for tests that do not name an address
-_KEY_HELP: Final = ("ip, ip_prefix, account, device, email_domain or an attribute name, "
+_KEY_HELP: Final = ("ip, ip_prefix, account, device, email_domain, fingerprint, site or an "
+                    "attribute name, "
                     "joined with + for a combination such as account+flight")
 
 
@@ -290,8 +291,8 @@ class _Loader:
                                    "a field name such as account")
             if distinct and not _NAME.fullmatch(distinct):
                 self.err(f, m["distinct"], f"{what} distinct `{distinct}` is not a field name; "
-                                           "use ip, ip_prefix, account, device, email_domain "
-                                           "or an attribute name")
+                                           "use ip, ip_prefix, account, device, email_domain, "
+                                           "fingerprint or an attribute name")
         kind: CounterKind = "distinct" if "distinct" in m else "count"
         if "kind" in m:
             given = self.scalar(f, m["kind"], (str,), f"{what} kind", "count or distinct")

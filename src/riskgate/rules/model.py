@@ -26,7 +26,9 @@ LIST_TYPES: Final[tuple[ListType, ...]] = get_args(ListType)
 #: Counter key words and the fact each reads; any other word is an attribute name.
 KEY_FACTS: Final[dict[str, str]] = {
     "ip": "ip", "ip_prefix": "ip.prefix", "account": "account.key", "device": "device.key",
-    "email_domain": "account.email_domain",
+    "email_domain": "account.email_domain", "fingerprint": "device.fingerprint",
+    # One key for the whole flow: site-wide counters (a wave of failures anywhere).
+    "site": "event",
 }
 EXPIRY_WARNING: Final = timedelta(days=14)
 #: For events a rule set gives no thresholds; one instance, not one per decision.

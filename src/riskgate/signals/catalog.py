@@ -114,6 +114,19 @@ CATALOG: Final[dict[str, SignalSpec]] = _catalog(
                    "headers"),
         SignalSpec("device.tls_fingerprint", "str",
                    "JA3/JA4 fingerprint from the configured edge-proxy header.", "headers"),
+        SignalSpec("device.browser_headers_absent", "bool",
+                   "A browser UA with none of the headers that browser always sends besides "
+                   "Accept-Encoding (no Accept-Language, sec-fetch-* or client hints): a "
+                   "script wearing a browser's name.", "headers"),
+        SignalSpec("device.fingerprint", "str",
+                   "The client's HTTP stack, keyed: its own headers' names in order, the "
+                   "User-Agent, Accept-Language, Accept-Encoding and client-hint values, and "
+                   "the TLS fingerprint when configured. Counter key word `fingerprint`.",
+                   "headers"),
+        SignalSpec("device.app", "str",
+                   "The native app's product name: a UA naming a product next to an app "
+                   "HTTP stack (okhttp, Alamofire, CFNetwork, Dalvik) with an app-version "
+                   "header. Name your own apps in a `string` list.", "UA, headers"),
         # Identity (identity.py). Raw values never appear; only keys and shapes.
         SignalSpec("account.email_key", "str",
                    "The normalised email (case, gmail dots, +tags) keyed with the secret.",
@@ -131,7 +144,8 @@ CATALOG: Final[dict[str, SignalSpec]] = _catalog(
         # Remembered in the store between requests (history.py); part of the decision's
         # one store round trip, None when the store is unavailable.
         SignalSpec("device.first_seen_age", "float",
-                   "Seconds since this device id was first seen (0 the first time).",
+                   "Seconds since this device id was first seen on any request through the "
+                   "gateway, scored or not (0 the first time).",
                    "store", "one op in the decision's round trip"),
         SignalSpec("account.travel_speed_kmh", "float",
                    "Great-circle speed from the account's previous login location, km/h.",

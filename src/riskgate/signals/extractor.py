@@ -15,6 +15,7 @@ from riskgate.config import Config
 from riskgate.errors import SignalSourceError
 from riskgate.event.types import RiskEvent
 from riskgate.signals.catalog import DEFAULT_PII_ATTRIBUTES
+from riskgate.signals.fingerprint import client_fingerprint, native_app
 from riskgate.signals.geoip import (
     DEFAULT_DATACENTER_ASNS,
     GEO_FACTS,
@@ -117,6 +118,7 @@ class SignalExtractor:
             email = event.account if event.account and "@" in event.account else None
         domain = email_domain(email)
         normalised = self._identity.normalise(email) if email else None
+        tls = event.headers.get(self._tls_header) if self._tls_header else None
         facts: dict[str, Any] = {
             "event": event.event,
             "ip": str(ip),
@@ -131,9 +133,7 @@ class SignalExtractor:
             "device.key": self._key("device", event.device_id) if event.device_id else None,
             "device.user_agent": event.user_agent,
             "device.header_count": len(event.headers),
-            "device.tls_fingerprint": (
-                event.headers.get(self._tls_header) if self._tls_header else None
-            ),
+            "device.tls_fingerprint": tls,
             "challenge.passed": event.challenge_passed,
         }
         geo = self._geoip.facts(ip) if self._geoip is not None else dict.fromkeys(GEO_FACTS)
@@ -149,8 +149,10 @@ class SignalExtractor:
 
     def _device(self, event: RiskEvent) -> dict[str, Any]:
         ua = event.user_agent.strip() if event.user_agent else ""
+        fingerprint = self._key("fingerprint", client_fingerprint(
+            event.headers, event.headers.get(self._tls_header) if self._tls_header else None))
         if not ua:
-            return dict(_NO_UA)
+            return {**_NO_UA, "device.fingerprint": fingerprint}
         info = self._ua(ua)
         checked = check_headers(ua, info, event.headers)
         automation = info.automation or ("headless-chrome" if checked.headless_hint else None)
@@ -164,7 +166,10 @@ class SignalExtractor:
             "device.is_headless": info.is_headless or checked.headless_hint,
             "device.automation": automation,
             "device.missing_browser_headers": checked.missing_browser_headers,
+            "device.browser_headers_absent": checked.browser_headers_absent,
             "device.client_hints_mismatch": checked.client_hints_mismatch,
+            "device.fingerprint": fingerprint,
+            "device.app": native_app(ua, event.headers),
         }
 
     def _username(self, event: RiskEvent, email: str | None) -> dict[str, Any]:
@@ -195,7 +200,9 @@ _NO_UA: Final[dict[str, Any]] = {
     "device.is_headless": None,
     "device.automation": None,
     "device.missing_browser_headers": None,
+    "device.browser_headers_absent": None,
     "device.client_hints_mismatch": None,
+    "device.app": None,
 }
 _USERNAME_FACTS: Final = (
     "account.username_sequential", "account.username_digit_ratio", "account.username_entropy",

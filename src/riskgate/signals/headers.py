@@ -58,6 +58,8 @@ class HeaderFacts:
     """Header consistency verdicts; None where the UA gives nothing to compare with."""
 
     missing_browser_headers: bool | None
+    #: Not one of the expected headers beyond Accept-Encoding (which HTTP libraries send).
+    browser_headers_absent: bool | None
     client_hints_mismatch: bool | None
     headless_hint: bool
 
@@ -81,6 +83,7 @@ def check_headers(user_agent: str, info: UAInfo, headers: Mapping[str, str]) -> 
     """
     engine = _ENGINES.get(info.browser or "") if not info.is_bot else None
     missing: bool | None = None
+    absent: bool | None = None
     if engine is not None and info.browser_major is not None:
         version = (
             _safari_version(user_agent, info) if "Safari" in (info.browser or "")
@@ -95,9 +98,11 @@ def check_headers(user_agent: str, info: UAInfo, headers: Mapping[str, str]) -> 
         ):
             expected.append("sec-ch-ua")
         missing = any(name not in headers for name in expected)
+        absent = not any(name in headers for name in expected if name != "accept-encoding")
     brands = headers.get("sec-ch-ua")
     return HeaderFacts(
         missing_browser_headers=missing,
+        browser_headers_absent=absent,
         client_hints_mismatch=_hints_mismatch(user_agent, info, brands, headers),
         headless_hint=brands is not None and "headless" in brands.lower(),
     )

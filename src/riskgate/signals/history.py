@@ -24,6 +24,16 @@ HISTORY_FACTS: Final = ("device.first_seen_age", "account.travel_speed_kmh",
                         "account.new_country")
 
 
+def device_sighting(device_key: str, now: float) -> Op:
+    """Remember when a (keyed) device id was first seen; later sightings change nothing.
+
+    Unscored requests (page views, searches) record it too, so a device id a login
+    brings for the first time is one the client never used while browsing.
+    """
+    # The hash tag keeps the record in the device's own cluster slot, with its counters.
+    return Put(f"rg:fs:{{{device_key}}}", repr(now), _REMEMBER_MS, only_if_absent=True)
+
+
 def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[str, Op]]:
     """The store ops this request's history needs, each named by what it remembers.
 
@@ -35,8 +45,7 @@ def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[
     # Hash tags on the identity put these keys in the slot of that identity's counters.
     device = facts.get("device.key")
     if device:
-        ops.append(("first_seen", Put(f"rg:fs:{{{device}}}", repr(now), _REMEMBER_MS,
-                                      only_if_absent=True)))
+        ops.append(("first_seen", device_sighting(device, now)))
     account = facts.get("account.key")
     lat, lon = facts.get("ip.lat"), facts.get("ip.lon")
     # Travel is measured between logins: a booking from a hotel is not a new login place.
