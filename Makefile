@@ -36,7 +36,9 @@ $(LOADTEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(RUN_STAMP)
-	RISKGATE_SECRET="$${RISKGATE_SECRET:-demo-only-secret-do-not-deploy}" $(BIN)/riskgate demo
+	RISKGATE_SECRET="$${RISKGATE_SECRET:-demo-only-secret-do-not-deploy}" \
+	RISKGATE_ADMIN_TOKEN="$${RISKGATE_ADMIN_TOKEN:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')}" \
+	$(BIN)/riskgate demo
 
 # Installs the Debian packages whose command is missing: as root with apt-get,
 # otherwise it prints the one line to run and stops.

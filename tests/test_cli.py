@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import uvicorn
 
 import riskgate
 from riskgate.http.demo import DEMO_PASSWORD, demo_upstream
-from support import riskgate_serve, write_rules
+from support import free_port, riskgate_serve, stop_process, write_rules
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "cli-test-secret-0123456789"
@@ -158,3 +160,33 @@ def test_replay_of_a_file_that_is_no_decision_log_exits_non_zero_with_one_line(
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (f"riskgate: {log}: not a decision log: none of its 2 lines could "
                              "be read (line 1: not JSON)\n")
+
+
+def test_the_demo_prints_its_admin_token_and_where_its_decisions_go(tmp_path: Path) -> None:
+    port, upstream_port = free_port(), free_port()
+    token = "demo-cli-admin-token-0123456"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "riskgate", "demo", "--config",
+         str(REPO / "examples" / "demo.yaml"), "--port", str(port),
+         "--upstream-port", str(upstream_port)],
+        env={**os.environ, "RISKGATE_SECRET": "demo-cli-secret-0123456789",
+             "RISKGATE_ADMIN_TOKEN": token},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        banner = []
+        for line in process.stdout:  # bounded: the banner ends with its Ctrl-C line
+            banner.append(line)
+            if line.startswith("Ctrl-C stops both"):
+                break
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            stop_process(process)
+        if process.stdout is not None:
+            process.stdout.close()
+    text = "".join(banner)
+    assert f'-H "Authorization: Bearer {token}"' in text
+    assert f"one JSON line each in {REPO / 'examples' / 'demo-decisions.jsonl'}" in text

@@ -28,6 +28,7 @@ def problems(path: Path) -> list[str]:
 
 def test_the_contract_example_loads_into_typed_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RISKGATE_SECRET", SECRET)
+    monkeypatch.setenv("RISKGATE_ADMIN_TOKEN", "demo-admin-token-0123456789")
     config = load_config(REPO / "examples" / "demo.yaml")
     assert config.secret == SECRET
     assert config.upstream == "http://127.0.0.1:9000"

@@ -24,6 +24,7 @@ BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/201001
 @pytest.mark.parametrize("name", ["demo.yaml", "riskgate.yaml", "middleware.yaml"])
 def test_example_configurations_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RISKGATE_SECRET", "example-secret-0123456789")
+    monkeypatch.setenv("RISKGATE_ADMIN_TOKEN", "example-admin-token-0123456789")
     config = load_config(EXAMPLES / name)
     assert config.rules.resolve() == (EXAMPLES.parent / "rules").resolve()
 

@@ -35,7 +35,9 @@ def matches(expected: str, printed: str) -> bool:
 def test_the_try_it_block_prints_what_the_readme_shows(tmp_path: Path) -> None:
     block = shell_block("## Try it")
     with riskgate_serve(REPO / "examples" / "demo.yaml",
-                        env={"RISKGATE_SECRET": "readme-test-secret-0123456"}) as (base, _):
+                        env={"RISKGATE_SECRET": "readme-test-secret-0123456",
+                             "RISKGATE_ADMIN_TOKEN": "readme-admin-token-0123456"}
+                        ) as (base, _):
         script = block.replace("localhost:8000", base.removeprefix("http://"))
         ran = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True,
                              text=True, timeout=60, check=False)

@@ -100,7 +100,12 @@ def _metrics_shared_by(workers: int) -> Iterator[None]:
 def _demo(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from riskgate.config import load_config
     from riskgate.http.demo import DEMO_PASSWORD, demo_upstream
+
+    config = load_config(args.config)  # a bad config stops here, before anything starts
+    token = config.admin_tokens[0] if config.admin_tokens else "(none configured)"
+    log = config.decision_log or "(off)"
 
     # The demo upstream runs in a thread so the gateway keeps the main thread and
     # with it uvicorn's Ctrl-C handling: one Ctrl-C stops both.
@@ -134,6 +139,8 @@ which {args.config} names as `upstream`); -i shows X-RiskGate-Decision and -Requ
   decision API: curl -s {base}/v1/decide {json} \\
                      -d '{{"event": "login", "ip": "203.0.113.5", "account": "alice@example.com"}}'
   curl -s {base}/readyz       curl -s {base}/metrics
+  admin:        curl -s {base}/admin/lists -H "Authorization: Bearer {token}"
+  decisions:    one JSON line each in {log}
 Ctrl-C stops both.
 """, flush=True)
     return _serve(args)
