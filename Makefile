@@ -89,8 +89,9 @@ fuzz-api: $(TEST_STAMP) system-packages-test
 # and HTML report written to loadtest/out/.
 SEED     ?= 1
 DURATION ?= 240
+MODEL    ?=
 loadtest: $(LOADTEST_STAMP) system-packages-bench
-	$(BIN)/python loadtest/run.py --seed $(SEED) --duration $(DURATION)
+	$(BIN)/python loadtest/run.py --seed $(SEED) --duration $(DURATION) $(if $(MODEL),--model)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

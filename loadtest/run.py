@@ -54,6 +54,16 @@ routes:
 """
 
 
+#: The model for a run of minutes: a warm-up the humans reach within the run; no
+#: snapshot survives it.
+_MODEL = """\
+model:
+  enabled: true
+  snapshot: {snapshot}
+  warmup_samples: {warmup}
+"""
+
+
 @contextlib.contextmanager
 def demo_airline() -> Iterator[str]:
     """The demo airline on a free port; yields its base URL."""
@@ -81,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=240, help="seconds (at most 600)")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     parser.add_argument("--rules", type=Path, default=REPO / "rules")
+    parser.add_argument("--model", action="store_true",
+                        help="turn the online model on (issue 11: what it adds per persona)")
+    parser.add_argument("--warmup", type=int, default=300,
+                        help="with --model: allowed requests per flow before it scores")
     args = parser.parse_args(argv)
     duration = max(10, min(args.duration, 600))
     out: Path = args.out.resolve()
@@ -93,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                 config = Path(tmp) / "riskgate.yaml"
                 config.write_text(_CONFIG.format(
                     upstream_port=upstream.rsplit(":", 1)[1], store=redis_server.url,
-                    rules=args.rules.resolve(), log=out / "decisions.jsonl", data=SHARED_DATA))
+                    rules=args.rules.resolve(), log=out / "decisions.jsonl", data=SHARED_DATA)
+                    + (_MODEL.format(snapshot=Path(tmp) / "model.snapshot", warmup=args.warmup)
+                       if args.model else ""))
                 env = {"RISKGATE_SECRET": "loadtest-secret-0123456789abcdef"}
                 with riskgate_serve(config, env=env) as (gateway, _):
                     return run_locust(gateway, upstream, args.seed, duration, out)
