@@ -104,6 +104,15 @@ async def test_windows_and_keys_count_separately(store: Store) -> None:
     assert results == [1.0, 2.0, 0.0]
 
 
+async def test_keys_sharing_a_hash_tag_count_separately(store: Store) -> None:
+    # Redis keeps them in one hash; where the tag sits is part of the counter's name.
+    ops: list[Op] = [Count("a{x}b", MINUTE), Count("ab{x}", MINUTE, amount=2),
+                     Count("{x}", MINUTE, amount=3), Count("x", MINUTE, amount=4)]
+    assert await store.apply(ops, T0) == [1.0, 2.0, 3.0, 4.0]
+    reads: list[Op] = [dataclasses.replace(op, amount=0) for op in ops if isinstance(op, Count)]
+    assert await store.apply(reads, T0 + 1) == [1.0, 2.0, 3.0, 4.0]
+
+
 async def test_read_only_ops_change_nothing(store: Store) -> None:
     await store.apply([Count("k", MINUTE, amount=2), Distinct("d", MINUTE, "a")], T0)
     reads: list[Op] = [Count("k", MINUTE, 0), Distinct("d", MINUTE, None), Get("nothing")]

@@ -284,13 +284,14 @@ def home(key: str) -> tuple[str, str]:
     key without a tag is its own identity.
 
     >>> home("rg:c:fails:{203.0.113.5}"), home("fails")
-    (('rg:c:{203.0.113.5}', 'rg:c:fails:'), ('rg:c:{fails}', ''))
+    (('rg:c:{203.0.113.5}', 'rg:c:fails:{}'), ('rg:c:{fails}', ''))
     """
     opened = key.find("{")
     if opened >= 0:
         closed = key.find("}", opened + 1)
         if closed > opened + 1:
-            return f"rg:c:{key[opened:closed + 1]}", key[:opened] + key[closed + 1:]
+            # The braces stay in the rest, so `a{x}b` and `ab{x}` stay two counters.
+            return f"rg:c:{key[opened:closed + 1]}", f"{key[:opened]}{{}}{key[closed + 1:]}"
     return f"rg:c:{{{key}}}", ""
 
 
@@ -301,7 +302,7 @@ def field(rest: str, kind: str, window_ms: int) -> str:
     36 bits keep the chance that two of one identity's counters collide below one in
     ten million even for a hundred counters, in a sixth of the counter's name.
 
-    >>> field("rg:c:fails:", "c", 60_000) != field("rg:c:fails:", "c", 10_000)
+    >>> field("rg:c:fails:{}", "c", 60_000) != field("rg:c:fails:{}", "c", 10_000)
     True
     """
     digest = hashlib.blake2b(f"{kind}{window_ms}:{rest}".encode(), digest_size=6).digest()
