@@ -104,6 +104,15 @@ async def test_windows_and_keys_count_separately(store: Store) -> None:
     assert results == [1.0, 2.0, 0.0]
 
 
+async def test_keys_sharing_a_hash_tag_count_separately(store: Store) -> None:
+    # Redis keeps them in one hash; where the tag sits is part of the counter's name.
+    ops: list[Op] = [Count("a{x}b", MINUTE), Count("ab{x}", MINUTE, amount=2),
+                     Count("{x}", MINUTE, amount=3), Count("x", MINUTE, amount=4)]
+    assert await store.apply(ops, T0) == [1.0, 2.0, 3.0, 4.0]
+    reads: list[Op] = [dataclasses.replace(op, amount=0) for op in ops if isinstance(op, Count)]
+    assert await store.apply(reads, T0 + 1) == [1.0, 2.0, 3.0, 4.0]
+
+
 async def test_read_only_ops_change_nothing(store: Store) -> None:
     await store.apply([Count("k", MINUTE, amount=2), Distinct("d", MINUTE, "a")], T0)
     reads: list[Op] = [Count("k", MINUTE, 0), Distinct("d", MINUTE, None), Get("nothing")]
@@ -142,6 +151,53 @@ async def test_distinct_members_age_out_of_the_window(store: Store) -> None:
     assert await one(store, Distinct("d", 10_000, None), T0 + 10.5) == 2.0
     assert await one(store, Distinct("d", 10_000, None), T0 + 11) == 1.0
     assert await one(store, Distinct("d", 10_000, None), T0 + 16) == 0.0
+
+
+async def test_a_distinct_set_that_grows_large_stays_within_a_few_percent(
+    store: Store,
+) -> None:
+    read = Distinct("d", MINUTE, None)
+    # Small sets are exact (Redis keeps them as member digests)...
+    for n in range(1, 12):
+        await store.apply([Distinct("d", MINUTE, f"acct-{n}")], T0)
+        assert await one(store, read, T0) == n
+    # ... and large ones an estimate (Redis moves them to HyperLogLog) that keeps
+    # counting the members it saw while small.
+    for start in range(12, 3_000, 300):
+        await store.apply([Distinct("d", MINUTE, f"acct-{n}")
+                           for n in range(start, min(start + 300, 3_000))], T0 + 1)
+    grown = await one(store, read, T0 + 2)
+    assert grown == pytest.approx(2_999, rel=0.02)
+    await store.apply([Distinct("d", MINUTE, f"acct-{n}") for n in range(1, 12)], T0 + 3)
+    assert await one(store, read, T0 + 3) == grown
+    # Once every member has left the window the set starts small and exact again.
+    assert await one(store, read, T0 + 67) == 0.0
+    await store.apply([Distinct("d", MINUTE, "late-1"), Distinct("d", MINUTE, "late-2")],
+                      T0 + 67)
+    assert await one(store, read, T0 + 67) == 2.0
+
+
+async def test_short_windows_expire_beside_long_ones_of_the_same_identity(
+    store: Store,
+) -> None:
+    # The engine keys every counter of one address by the same hash tag.
+    short, long = Count("rg:c:burst:{ip}", 1_000), Count("rg:c:hourly:{ip}", 3_600_000)
+    seen = Distinct("rg:c:seen:{ip}", 1_000, "acct")
+    await store.apply([short, short, long, seen], T0)
+    later: list[Op] = [Count(short.key, 1_000, 0), Count(long.key, 3_600_000, 0),
+                       Distinct(seen.key, 1_000, None)]
+    assert await store.apply(later, T0 + 0.5) == [2.0, 1.0, 1.0]
+    assert await store.apply(later, T0 + 1.2) == [0.0, 1.0, 0.0]
+    # Written again, the short ones start afresh rather than from stale buckets.
+    assert await store.apply([short, seen], T0 + 1.3) == [1.0, 1.0]
+    assert await store.apply(later, T0 + 1.3) == [1.0, 1.0, 1.0]
+
+
+async def test_a_bucket_count_saturates_instead_of_wrapping(store: Store) -> None:
+    huge = 2**31 - 1
+    assert await one(store, Count("k", MINUTE, amount=huge), T0) == huge
+    assert await one(store, Count("k", MINUTE, amount=5), T0) == huge
+    assert await one(store, Count("k", MINUTE, amount=-(2**40)), T0 + 10) == huge - 2**31
 
 
 # --- Values ---------------------------------------------------------------------------
@@ -319,8 +375,43 @@ async def test_every_key_in_redis_expires_within_its_window_and_a_bucket(
     longest = (BUCKETS_PER_WINDOW + 1) * MINUTE // BUCKETS_PER_WINDOW
     with redis_server.client() as client:
         ttls = {key: client.pttl(key) for key in client.scan_iter()}
-    assert len(ttls) == 5  # two count rings, a distinct bucket, two values
+    # Both windows of "c" share its identity's hash, which lives as long as the longer.
+    assert sorted(ttls) == ["rg:c:{c}", "rg:c:{d}", "v", "w"]
     assert all(0 < ttl <= longest for ttl in ttls.values()), ttls
+    assert ttls["rg:c:{c}"] > 10_000 * 1.1
+
+
+async def test_an_identity_is_one_compact_redis_key_and_a_crowded_set_stays_bounded(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    # Every counter of one address, as the engine keys them, is a field of one hash.
+    ip = "{203.0.113.9}"
+    ops: list[Op] = [Count(f"rg:c:attempts:{ip}", 3_600_000),
+                     Count(f"rg:c:holds:{ip}", 86_400_000),
+                     Distinct(f"rg:c:accounts:{ip}", 600_000, "acct-1"),
+                     Distinct(f"rg:c:devices:{ip}", 600_000, "dev-1")]
+    # ... and a NAT address that sees thousands of accounts in one window.
+    nat = "{198.51.100.1}"
+    crowd: list[Op] = [Distinct(f"rg:c:accounts:{nat}", 600_000, f"acct-{n}")
+                       for n in range(5_000)]
+    store = open_store(redis_url)
+    try:
+        await store.apply(ops, T0)
+        for start in range(0, len(crowd), 500):
+            await store.apply(crowd[start:start + 500], T0 + start / 100)
+        estimate = await one(store, Distinct(f"rg:c:accounts:{nat}", 600_000, None), T0 + 50)
+    finally:
+        await store.close()
+    assert estimate == pytest.approx(5_000, rel=0.02)
+    with redis_server.client() as client:
+        assert client.object("encoding", f"rg:c:{ip}") == "listpack"
+        assert client.hlen(f"rg:c:{ip}") == 4
+        # Four counters in fewer bytes than one cost as a key of its own (253 B each).
+        assert client.memory_usage(f"rg:c:{ip}") < 253
+        nat_keys = list(client.scan_iter(match="rg:c:{198.51.100.1}*"))
+        assert 1 < len(nat_keys) <= BUCKETS_PER_WINDOW + 2  # the hash and HLL buckets
+        assert sum(client.memory_usage(k) for k in nat_keys) < 13_000 * len(nat_keys)
+        assert all(0 < client.pttl(k) <= 660_000 for k in nat_keys)
 
 
 async def test_each_apply_is_exactly_one_evalsha_even_when_batched(

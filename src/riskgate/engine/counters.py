@@ -73,7 +73,7 @@ class CounterPlanner:
         if counter.distinct_fact is None:
             return None
         # Members need no keying of their own: identities in facts are keyed already,
-        # and HyperLogLog keeps only hashes of what it is given.
+        # and the Redis store keeps only 4-byte digests of members.
         value = facts.get(counter.distinct_fact)
         return None if value is None or value == "" else str(value)
 

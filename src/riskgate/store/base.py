@@ -34,7 +34,8 @@ class Count:
 class Distinct:
     """Add ``member`` (None reads only) to a sliding distinct count; answer the estimate.
 
-    Backed by HyperLogLog in Redis, so the answer is within about 1 % of the truth.
+    Exact while the window holds a few members (Redis keeps up to eleven as digests);
+    beyond that Redis answers from HyperLogLog, within about 1 % of the truth.
     """
 
     key: str

@@ -1,8 +1,9 @@
 """The store on a Redis Cluster: one EVALSHA per hash slot, one send per primary.
 
 A cluster refuses a call whose keys hash to different slots (CROSSSLOT), so an
-:meth:`ClusterStore.apply` groups its ops by the slot of their key and sends one
-EVALSHA of the standalone store's script per slot, every key it touches declared. The
+:meth:`ClusterStore.apply` groups its ops by the slot of the key they declare (a
+counter's identity hash, a value's own key) and sends one EVALSHA of the standalone
+store's script per slot, every key it touches declared. The
 calls for one primary leave in one write (a :class:`~riskgate.store.redis.Channel` per
 primary batches what is submitted in one event-loop tick), all primaries at once: a
 decision costs one network round trip per primary it involves, in parallel.
@@ -32,7 +33,15 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 
 from riskgate.errors import StoreError
 from riskgate.store.base import Op, Result, Store
-from riskgate.store.redis import Channel, connection_pool, decode, encode, pack, redact
+from riskgate.store.redis import (
+    Channel,
+    connection_pool,
+    declared_key,
+    decode,
+    encode,
+    pack,
+    redact,
+)
 from riskgate.store.window import to_ms
 
 #: Redis Cluster's fixed number of hash slots.
@@ -108,7 +117,7 @@ class ClusterStore(Store):
         now_ms = to_ms(now)
         by_slot: dict[int, list[int]] = {}
         for i, op in enumerate(ops):
-            by_slot.setdefault(key_slot(op.key.encode()), []).append(i)
+            by_slot.setdefault(key_slot(declared_key(op).encode()), []).append(i)
         calls = []
         for slot, indexes in by_slot.items():
             command, plan = encode([ops[i] for i in indexes], now_ms)

@@ -24,10 +24,16 @@ DEFAULT_MAX_ENTRIES = 250_000
 
 
 _RING = BUCKETS_PER_WINDOW + 1
+#: A bucket's count saturates where Redis's packed int32 does.
+_LOWEST, _HIGHEST = -(2**31), 2**31 - 1
+
+
+def _clamp(count: int) -> int:
+    return min(max(count, _LOWEST), _HIGHEST)
 
 
 class _Counts:
-    """The Redis layout in memory: a ring of slots for the buckets ``last - B .. last``."""
+    """The buckets ``last - B .. last`` Redis keeps for a count, as a ring of slots."""
 
     __slots__ = ("expires", "last", "slots")
 
@@ -167,11 +173,11 @@ class MemoryStore(Store):
                 # Slots of the buckets since `last` held buckets that left the window.
                 for b in range(max(entry.last + 1, cur - BUCKETS_PER_WINDOW), cur):
                     slots[b % _RING] = 0
-                slots[cur % _RING] = op.amount
+                slots[cur % _RING] = _clamp(op.amount)
                 entry.last = cur
                 entry.expires = _forget_at(span)
             elif cur >= entry.last - BUCKETS_PER_WINDOW:
-                slots[cur % _RING] += op.amount
+                slots[cur % _RING] = _clamp(slots[cur % _RING] + op.amount)
             # An event older than every bucket kept has nothing left to count towards.
         if not isinstance(entry, _Counts):
             return span.slide(0, 0)

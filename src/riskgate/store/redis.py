@@ -10,6 +10,8 @@ one channel per primary and reuses :func:`encode` and :func:`decode` per hash sl
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import hashlib
 import math
 import re
@@ -27,90 +29,189 @@ from riskgate.errors import StoreError, StoreVersionError
 from riskgate.store.base import BUCKETS_PER_WINDOW, Count, Distinct, Op, Put, Result, Store
 from riskgate.store.window import Span, to_ms, window_span
 
-#: The whole batch in one script. A count is one string ``{key}:c<width>``: a ring of
-#: ``BUCKETS_PER_WINDOW + 1`` bucket counts then the last bucket written, packed as
-#: little-endian doubles (exact for integers below 2**53). One GET and at most one SET
-#: per op keep Redis's CPU and memory per counter low; a hash of eleven fields cost
-#: Redis twice the time to convert its arguments and replies. A distinct count is one
-#: HyperLogLog per bucket, ``{key}:d<width>:<bucket>``, as PFCOUNT unions keys.
+#: Members a distinct set counts exactly: eleven 5-byte members and the newest bucket
+#: are the most a listpack value of 64 bytes holds.
+SMALL_SET = 11
+
+#: The whole batch in one script. Redis spends about a hundred bytes on every key (its
+#: dict entry, name, object header and expiry entry) before any data, so the layout
+#: spends one key per *identity*, not per counter: every count and distinct set whose
+#: key carries one hash tag is a field of the hash ``rg:c:{tag}`` (:func:`home`), named
+#: by six characters of a digest of the rest of the key, the kind and the window
+#: (:func:`field`). Fields stay under ``hash-max-listpack-value`` (64 B), so Redis keeps
+#: the hash as one compact listpack rather than a table of entries:
 #:
-#: Every Redis key an op touches is in the hash slot of the key it declares, so a call
-#: whose declared keys share a slot is legal on a Redis Cluster: counts and distinct
-#: sets declare their *base* (:func:`base_key`, the op key inside a hash tag unless it
-#: carries one) and append suffixes to it; values declare and use the op key itself.
+#: - a count is its newest bucket (a double) then, for each non-zero bucket of the
+#:   ``BUCKETS_PER_WINDOW + 1`` it keeps, its age (a byte) and count (int32, saturating):
+#:   13 B for one event, 63 B at most;
+#: - a distinct set is its newest bucket then, per member, a 4-byte digest of the member
+#:   and the age of the bucket it was last seen in: exact while it holds at most
+#:   :data:`SMALL_SET` members in the window (63 B). One more and it moves to one
+#:   HyperLogLog per bucket (``rg:c:{tag}:<field>:<bucket>``, a 12 kB ceiling each, about
+#:   1 % error) and the field keeps only the newest bucket and ``H``, 9 B; a NAT address
+#:   or a device farm costs kilobytes, not one entry per account it saw.
+#:
+#: The hash expires a window and a bucket after a write to its longest-windowed field;
+#: fields of shorter windows inside it count nothing once their buckets are old, and
+#: their next write starts them afresh.
+#:
+#: Every key an op touches is in the hash slot of the key it declares (the identity's
+#: hash, or a value's own key), so a call whose declared keys share a slot is legal on
+#: a Redis Cluster.
 SCRIPT = """
--- KEYS: one per op (a count's or distinct set's base, a value's key).
+-- KEYS: one per op: a count's or distinct set's identity hash, a value's key.
 -- ARGV, per op, its kind and arguments:
---   c width current amount   count (amount 0 reads): answers oldest bucket, sum of the rest
---   d width current member   distinct add: answers the estimate over the window
---   r width current          distinct read: answers the estimate over the window
---   p ttl value | n ttl value   put | put if absent: answers the previous value
---   g | x                    get | delete: answers the value
+--   c width current amount field   count (amount 0 reads): answers oldest bucket, sum of the rest
+--   d width current digest field   distinct add: answers the estimate over the window
+--   r width current field          distinct read: answers the estimate over the window
+--   p ttl value | n ttl value      put | put if absent: answers the previous value
+--   g | x                          get | delete: answers the value
 local B = @BUCKETS@
 local R = B + 1
-local RING = '<' .. string.rep('d', R + 1)
-local out = {}
+local SMALL = @SMALL@
+local out, ttl = {}, {}
 local a = 1
+
+local function keep(key, ms)
+  if (ttl[key] or 0) < ms then ttl[key] = ms end
+end
+
+local function clamp(n)
+  if n > 2147483647 then return 2147483647 elseif n < -2147483648 then return -2147483648 end
+  return n
+end
+
+-- Adds a member to the HyperLogLog of bucket b; it is read until a window and a bucket
+-- after the bucket began. A PFADD that changed nothing did not create it: TTL set.
+local function hll_add(prefix, b, digest, cur, width)
+  if redis.call('PFADD', prefix .. b, digest) == 1 then
+    redis.call('PEXPIRE', prefix .. b, (b - cur + R) * width)
+  end
+end
+
 for i = 1, #KEYS do
   local key, kind = KEYS[i], ARGV[a]
   if kind == 'c' then
     local width, cur, amount = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    local ring = key .. ':c' .. ARGV[a + 1]
-    a = a + 4
-    local packed = redis.call('GET', ring)
+    local field = ARGV[a + 4]
+    a = a + 5
+    local packed = redis.call('HGET', key, field)
     local vals, last = {}, nil
     if packed then
-      vals = {struct.unpack(RING, packed)}
-      last = vals[R + 1]
-    else
-      for s = 1, R do vals[s] = 0 end
+      last = struct.unpack('<d', packed)
+      for p = 9, #packed, 5 do
+        local age, n = struct.unpack('<Bi4', packed, p)
+        vals[last - age] = n
+      end
     end
     if amount ~= 0 then
       local write = true
       if last == nil or cur > last then
-        -- Slots of the buckets since `last` held buckets that have left the window.
-        local from = cur - B
-        if last ~= nil and last + 1 > from then from = last + 1 end
-        for b = from, cur - 1 do vals[b % R + 1] = 0 end
-        vals[cur % R + 1] = amount
+        -- Buckets more than a window before `cur` have left every window to come.
+        local kept = {}
+        for b, n in pairs(vals) do
+          if b >= cur - B then kept[b] = n end
+        end
+        vals = kept
+        vals[cur] = clamp(amount)
         last = cur
       elseif cur >= last - B then
-        vals[cur % R + 1] = vals[cur % R + 1] + amount
+        vals[cur] = clamp((vals[cur] or 0) + amount)
       else
         write = false  -- older than every bucket kept: nothing left to count towards
       end
       if write then
-        vals[R + 1] = last
-        -- Read until a window and a bucket after its newest bucket began.
-        redis.call('SET', ring, struct.pack(RING, unpack(vals, 1, R + 1)), 'PX', R * width)
+        local parts = {struct.pack('<d', last)}
+        for b, n in pairs(vals) do
+          if n ~= 0 then parts[#parts + 1] = struct.pack('<Bi4', last - b, n) end
+        end
+        redis.call('HSET', key, field, table.concat(parts))
+        keep(key, R * width)
       end
     end
     local oldest, newer = 0, 0
-    if last ~= nil then
-      for b = math.max(cur - B, last - B), math.min(cur, last) do
-        if b == cur - B then oldest = vals[b % R + 1] else newer = newer + vals[b % R + 1] end
+    for b, n in pairs(vals) do
+      if b == cur - B then
+        oldest = n
+      elseif b > cur - B and b <= cur then
+        newer = newer + n
       end
     end
     out[#out + 1] = oldest
     out[#out + 1] = newer
   elseif kind == 'd' or kind == 'r' then
-    local cur = tonumber(ARGV[a + 2])
-    local prefix = key .. ':d' .. ARGV[a + 1] .. ':'
-    local names = {}
-    for b = cur - B, cur do
-      names[#names + 1] = prefix .. b
-    end
+    local width, cur = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local digest, field
     if kind == 'd' then
-      -- A bucket is read until a window and one bucket after it began; a PFADD
-      -- that changed nothing did not create it, so its TTL is already set.
-      if redis.call('PFADD', names[B + 1], ARGV[a + 3]) == 1 then
-        redis.call('PEXPIRE', names[B + 1], (B + 1) * tonumber(ARGV[a + 1]))
-      end
-      a = a + 4
+      digest, field = ARGV[a + 3], ARGV[a + 4]
+      a = a + 5
     else
-      a = a + 3
+      field = ARGV[a + 3]
+      a = a + 4
     end
-    out[#out + 1] = redis.call('PFCOUNT', unpack(names))
+    local prefix = key .. ':' .. field .. ':'
+    local packed = redis.call('HGET', key, field) or nil  -- a missing field is false
+    local top = nil
+    if packed then
+      top = struct.unpack('<d', packed)
+      if top < cur - B then packed, top = nil, nil end  -- every member has left the window
+    end
+    local large = packed ~= nil and #packed == 9
+    if not large then
+      local members, ages = {}, {}
+      if packed then
+        for p = 9, #packed, 5 do
+          local m = string.sub(packed, p, p + 3)
+          members[#members + 1] = m
+          ages[m] = top - string.byte(packed, p + 4)
+        end
+      end
+      if digest ~= nil and (top == nil or cur >= top - B) then
+        local seen = ages[digest]
+        if seen == nil then
+          members[#members + 1] = digest
+          ages[digest] = cur
+        elseif seen < cur then
+          ages[digest] = cur
+        end
+        if top == nil or cur > top then top = cur end
+        local parts, live = {struct.pack('<d', top)}, 0
+        for _, m in ipairs(members) do
+          if ages[m] >= top - B then
+            parts[#parts + 1] = m .. string.char(top - ages[m])
+            live = live + 1
+          end
+        end
+        if live > SMALL then
+          for _, m in ipairs(members) do
+            if ages[m] >= top - B then hll_add(prefix, ages[m], m, cur, width) end
+          end
+          redis.call('HSET', key, field, struct.pack('<d', top) .. 'H')
+          large = true
+        else
+          redis.call('HSET', key, field, table.concat(parts))
+        end
+        keep(key, R * width)
+      end
+      if not large then
+        local n = 0
+        for _, m in ipairs(members) do
+          if ages[m] >= cur - B then n = n + 1 end
+        end
+        out[#out + 1] = n
+      end
+    elseif digest ~= nil then
+      hll_add(prefix, cur, digest, cur, width)
+      if cur > top then
+        redis.call('HSET', key, field, struct.pack('<d', cur) .. 'H')
+        keep(key, R * width)
+      end
+    end
+    if large then
+      local names = {}
+      for b = cur - B, cur do names[#names + 1] = prefix .. b end
+      out[#out + 1] = redis.call('PFCOUNT', unpack(names))
+    end
   elseif kind == 'p' then
     out[#out + 1] = redis.call('SET', key, ARGV[a + 2], 'PX', ARGV[a + 1], 'GET')
     a = a + 3
@@ -127,8 +228,12 @@ for i = 1, #KEYS do
     return redis.error_reply('riskgate: unknown op kind ' .. tostring(kind))
   end
 end
+-- An identity's hash lives as long as the longest-lived field written to it.
+for key, ms in pairs(ttl) do
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
 return out
-""".replace("@BUCKETS@", str(BUCKETS_PER_WINDOW))
+""".replace("@BUCKETS@", str(BUCKETS_PER_WINDOW)).replace("@SMALL@", str(SMALL_SET))
 
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
@@ -171,19 +276,50 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def base_key(key: str) -> str:
-    """The name a count's or distinct set's Redis keys start with: in ``key``'s hash slot.
+def home(key: str) -> tuple[str, str]:
+    """The identity hash a count or distinct set of ``key`` lives in, and the rest of ``key``.
 
-    A key that carries a hash tag keeps it, so callers can place related keys in one
-    slot (one call on a cluster); any other key becomes the tag itself.
+    The hash is named by ``key``'s hash tag, so it lands in the Redis Cluster slot of
+    ``key`` itself and every counter of one address (device, account ...) shares it; a
+    key without a tag is its own identity.
 
-    >>> base_key("rg:c:fails:203.0.113.5"), base_key("rg:c:fails:{203.0.113.5}")
-    ('{rg:c:fails:203.0.113.5}', 'rg:c:fails:{203.0.113.5}')
+    >>> home("rg:c:fails:{203.0.113.5}"), home("fails")
+    (('rg:c:{203.0.113.5}', 'rg:c:fails:{}'), ('rg:c:{fails}', ''))
     """
     opened = key.find("{")
-    if opened >= 0 and key.find("}", opened + 2) > opened:
-        return key
-    return "{" + key + "}"
+    if opened >= 0:
+        closed = key.find("}", opened + 1)
+        if closed > opened + 1:
+            # The braces stay in the rest, so `a{x}b` and `ab{x}` stay two counters.
+            return f"rg:c:{key[opened:closed + 1]}", f"{key[:opened]}{{}}{key[closed + 1:]}"
+    return f"rg:c:{{{key}}}", ""
+
+
+@functools.lru_cache(maxsize=4096)  # a rule set declares a few dozen counters
+def field(rest: str, kind: str, window_ms: int) -> str:
+    """The field of a counter in its identity hash: six characters of a digest.
+
+    36 bits keep the chance that two of one identity's counters collide below one in
+    ten million even for a hundred counters, in a sixth of the counter's name.
+
+    >>> field("rg:c:fails:{}", "c", 60_000) != field("rg:c:fails:{}", "c", 10_000)
+    True
+    """
+    digest = hashlib.blake2b(f"{kind}{window_ms}:{rest}".encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest)[:6].decode()
+
+
+def declared_key(op: Op) -> str:
+    """The key a call carrying ``op`` declares (the cluster routes calls by its slot)."""
+    if isinstance(op, Count | Distinct):
+        return home(op.key)[0]
+    return op.key
+
+
+def _member_digest(member: str) -> bytes:
+    # Four bytes tell members apart (two of a dozen collide once in a hundred million
+    # sets) and feed the HyperLogLog when the set grows large.
+    return hashlib.blake2b(member.encode(), digest_size=4).digest()
 
 
 def encode(ops: Sequence[Op], now_ms: int) -> tuple[bytes, Plan]:
@@ -194,18 +330,21 @@ def encode(ops: Sequence[Op], now_ms: int) -> tuple[bytes, Plan]:
     spans: dict[int, Span] = {}  # a decision's counters share a few windows
     for op in ops:
         if isinstance(op, Count | Distinct):
-            keys.append(base_key(op.key))
+            identity, rest = home(op.key)
+            keys.append(identity)
             span = spans.get(op.window_ms)
             if span is None:
                 span = spans[op.window_ms] = window_span(op.window_ms, now_ms)
             if isinstance(op, Count):
-                args += (b"c", span.width, span.current, op.amount)
+                args += (b"c", span.width, span.current, op.amount,
+                         field(rest, "c", op.window_ms))
                 plan.append(span)
                 continue
+            name = field(rest, "d", op.window_ms)
             if op.member is None:
-                args += (b"r", span.width, span.current)
+                args += (b"r", span.width, span.current, name)
             else:
-                args += (b"d", span.width, span.current, op.member)
+                args += (b"d", span.width, span.current, _member_digest(op.member), name)
             plan.append(_DISTINCT)
             continue
         keys.append(op.key)
