@@ -23,8 +23,9 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The tests run a short load test too (tests/test_loadtest_smoke.py): locust comes along.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,loadtest]'
 	touch $@
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
