@@ -61,6 +61,9 @@ class RouteMatch:
 _OVERRIDE_HEADERS: Final = ("x-http-method-override", "x-http-method", "x-method-override")
 _OVERRIDE_PARAM: Final = "_method"
 _PATH_PARAMS: Final = re.compile(r";[^/]*")
+#: What normalising could change, besides a trailing slash: a path parameter, a doubled
+#: slash, a dot segment.
+_ODD: Final = (";", "//", "/.")
 
 
 def normalise_path(path: str) -> str:
@@ -75,6 +78,8 @@ def normalise_path(path: str) -> str:
     >>> normalise_path("/api/login;x=1/"), normalise_path("/")
     ('/api/login', '/')
     """
+    if not any(odd in path for odd in _ODD) and (path == "/" or not path.endswith("/")):
+        return path  # the common case, on every proxied request: nothing to normalise
     cleaned = posixpath.normpath("/" + _PATH_PARAMS.sub("", path))
     # normpath keeps a leading "//" (POSIX leaves it implementation-defined).
     return "/" + cleaned.lstrip("/")
