@@ -50,7 +50,7 @@ routes:
   - {{path: "/api/promotions/{{code}}/redeem", method: POST, event: promotion,
      account: header:X-Account-Id, attributes: {{promo_code: path:code}}}}
   - {{path: /api/bookings, method: POST, event: booking, account: header:X-Account-Id,
-     attributes: {{flight: body:flight, seats: body:seats}}}}
+     attributes: {{flight: body:flight, seats: {{source: body:seats, type: number}}}}}}
 """
 
 
