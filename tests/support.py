@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -306,11 +307,17 @@ def riskgate_serve(config: Path, env: dict[str, str] | None = None, workers: int
             raise AssertionError("riskgate serve did not answer /healthz within 10 s")
         yield base, process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            stop_process(process)
+        interrupt_process(process)
+
+
+def interrupt_process(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Stop a process with Ctrl-C (SIGINT), as an operator would, so its shutdown runs
+    too; killed if it does not stop within ``timeout`` seconds."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process(process)
 
 
 def write_rules(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:

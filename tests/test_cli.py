@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import uvicorn
 
 import riskgate
 from riskgate.http.demo import DEMO_PASSWORD, demo_upstream
-from support import free_port, riskgate_serve, stop_process, write_rules
+from support import free_port, interrupt_process, riskgate_serve, write_rules
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "cli-test-secret-0123456789"
@@ -180,11 +179,7 @@ def test_the_demo_prints_its_admin_token_and_where_its_decisions_go(tmp_path: Pa
             if line.startswith("Ctrl-C stops both"):
                 break
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            stop_process(process)
+        interrupt_process(process)
         if process.stdout is not None:
             process.stdout.close()
     text = "".join(banner)
