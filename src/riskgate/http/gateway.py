@@ -40,6 +40,7 @@ from riskgate.http.request import (
     TrustedProxies,
     ValueReader,
     convert_attribute,
+    peer_host,
     request_headers,
 )
 from riskgate.observability import metrics
@@ -243,13 +244,12 @@ class Gateway:
 
     async def verify(self, request: Request) -> Response:
         """``POST`` to the verify URL: the client's answer to a challenge."""
-        client = self.client_ip(request.client.host if request.client else None,
-                                request.headers)
+        client = self.client_ip(peer_host(request), request.headers)
         view = RequestView(request.method, request.url.path, request.url.query,
                            request.headers, client)
         binding = self.binding(view, ValueReader(view, {}))
         proto = request.headers.get("x-forwarded-proto", "").strip().lower()
-        peer = self.proxies.peer(request.client.host if request.client else None)
+        peer = self.proxies.peer(peer_host(request))
         if proto in ("http", "https") and self.proxies.trusts(peer):
             # Behind a TLS-terminating proxy the pass cookie must still be `Secure`.
             request = Request({**request.scope, "scheme": proto}, request.receive)

@@ -24,7 +24,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from riskgate.config import IPNetwork
-from riskgate.event.ip import parse_ip
+from riskgate.http.request import TrustedProxies
 
 _EXACT: Final = frozenset({"/v1/decide", "/v1/feedback", "/v1/auth", "/metrics", "/admin",
                            "/openapi.json"})
@@ -42,17 +42,13 @@ class InternalOnly:
 
     def __init__(self, app: ASGIApp, networks: Iterable[IPNetwork]) -> None:
         self.app = app
-        self.networks = (*LOOPBACK, *networks)
+        # The same peer rule as for forwarded headers: an address that is not one (a
+        # Unix socket) is nobody's, so it is never internal.
+        self.internal = TrustedProxies((*LOOPBACK, *networks))
         self._not_found = PlainTextResponse("Not Found", status_code=404)
 
     def allows(self, host: str | None) -> bool:
-        if host is None:
-            return False  # no address (a Unix socket): nothing to judge it by
-        try:
-            peer = parse_ip(host)
-        except ValueError:
-            return False
-        return any(peer in network for network in self.networks)
+        return self.internal.trusts(self.internal.peer(host))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_internal(scope["path"]):

@@ -18,15 +18,11 @@ from starlette.responses import Response
 from riskgate.event.ip import parse_ip
 from riskgate.event.types import new_request_id
 from riskgate.http.gateway import REQUEST_ID_HEADER, SCORE_HEADER, Gateway
-from riskgate.http.request import RequestView, ValueReader
+from riskgate.http.request import RequestView, ValueReader, peer_host
 
 AUTH_PATH: Final = "/v1/auth"
 AUTH_CHALLENGE_PATH: Final = "/v1/auth/challenge"
 _REQUEST_ID = re.compile(r"[0-9a-f]{8,64}")
-
-
-def _peer_host(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def original_view(gateway: Gateway, request: Request) -> RequestView:
@@ -34,8 +30,8 @@ def original_view(gateway: Gateway, request: Request) -> RequestView:
 
     ``X-Real-IP`` counts only from a trusted peer, as X-Forwarded-For does.
     """
-    peer = gateway.proxies.peer(_peer_host(request))
-    client = gateway.client_ip(_peer_host(request), request.headers)
+    peer = gateway.proxies.peer(peer_host(request))
+    client = gateway.client_ip(peer_host(request), request.headers)
     real_ip = request.headers.get("x-real-ip")
     if real_ip and gateway.proxies.trusts(peer):
         with contextlib.suppress(ValueError):
@@ -69,7 +65,7 @@ async def auth_challenge(gateway: Gateway, request: Request) -> Response:
     believed only from a trusted peer (they only tune the difficulty).
     """
     view = original_view(gateway, request)
-    trusted = gateway.proxies.trusts(gateway.proxies.peer(_peer_host(request)))
+    trusted = gateway.proxies.trusts(gateway.proxies.peer(peer_host(request)))
     score = 0.0
     request_id = request.headers.get(REQUEST_ID_HEADER, "")
     if trusted:

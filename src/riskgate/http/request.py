@@ -12,7 +12,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
-from starlette.requests import cookie_parser
+from starlette.requests import Request, cookie_parser
 from starlette.routing import compile_path
 
 from riskgate.config import AttributeType, IPNetwork, Route, ValueSource
@@ -143,6 +143,11 @@ class RouteMatcher:
         """The route a request reaches, however it spells its method and path."""
         return self.match(claimed_methods(view.method, view.headers, view.query_string),
                           view.path)
+
+
+def peer_host(request: Request) -> str | None:
+    """The TCP peer's address as the server reports it; None on a Unix socket."""
+    return request.client.host if request.client else None
 
 
 class TrustedProxies:
