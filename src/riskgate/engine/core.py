@@ -29,7 +29,7 @@ from riskgate.observability.decisionlog import DecisionLog
 from riskgate.rules.model import RuleSet
 from riskgate.rules.runtime_lists import RuntimeLists, for_metrics
 from riskgate.signals.extractor import SignalExtractor
-from riskgate.signals.history import device_sighting, history_facts, history_ops
+from riskgate.signals.history import browsing, history_facts, history_ops
 from riskgate.signals.keys import Keyer
 from riskgate.store import Delete, Op, Put, Result, Store
 
@@ -110,6 +110,9 @@ class Engine:
         self._to_learn = asyncio.Event()
         #: Learning steps that raised (the request was decided; only the model missed it).
         self.learning_failures = 0
+        #: Whether unscored requests with a device id have reached this engine (the
+        #: gateway reports them): ``device.browsed`` is derived only once they have.
+        self.sees_browsing = False
 
     async def decide(self, event: RiskEvent, *, fail_mode: Action | None = None) -> Decision:
         """Decide ``event``; ``fail_mode`` is the action taken while the store is
@@ -172,7 +175,7 @@ class Engine:
                 else:
                     listed = lists.matches(facts, now)
         facts.update(history_facts([name for name, _ in remembered], remembered_results,
-                                   facts, now))
+                                   facts, now, sees_browsing=self.sees_browsing))
         if self.model is not None:
             try:
                 facts.update(self.model.score_one(event, facts, counters))
@@ -204,10 +207,12 @@ class Engine:
         """Record that a device id was seen on a request nobody scores (a page view).
 
         ``device.first_seen_age`` then dates from the device's first page, not its first
-        login. A store failure only loses the sighting.
+        login, and ``device.browsed`` holds for an hour. A store failure only loses the
+        sighting.
         """
+        self.sees_browsing = True
         try:
-            await self.store.apply([device_sighting(device_key, now)], now)
+            await self.store.apply(browsing(device_key, now), now)
         except StoreError as exc:
             logger.warning("device sighting not recorded: %s", exc)
 
