@@ -74,6 +74,12 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
+    def command_calls(self, command: str) -> int:
+        """How often ``command`` was called since the server started (INFO commandstats)."""
+        with self.client() as client:
+            stats = client.info("commandstats").get(f"cmdstat_{command}", {"calls": 0})
+        return int(stats["calls"])
+
     def start(self, timeout: float = 10) -> None:
         """Start it and wait until it answers PING; RuntimeError with its log if not.
 

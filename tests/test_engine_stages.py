@@ -15,12 +15,13 @@ from riskgate.engine import Engine
 from riskgate.engine.feedback import record_key, vector_key
 from riskgate.event import EventName, RiskEvent
 from riskgate.model.base import Label
+from riskgate.model.online import OnlineModel
 from riskgate.observability import metrics
 from riskgate.rules import load_ruleset
 from riskgate.signals.extractor import SignalExtractor
 from riskgate.signals.keys import Keyer
 from riskgate.store import Get, Store, open_store
-from support import write_rules
+from support import RedisServer, write_rules
 
 pytestmark = pytest.mark.anyio
 
@@ -155,3 +156,23 @@ async def test_the_stored_records_hold_no_identity(store: Store, tmp_path: Path)
         # Only a model's engine stores a vector: nothing else would read it back.
         assert (None if vector is None else json.loads(vector)) == (None if model is None else {
             "ua_length": float(len(LONG_UA)), "counters.logins_per_ip": float(logins)})
+
+
+async def test_with_the_model_a_decision_stays_one_evalsha_and_label_vectors_go_in_batches(
+    redis_server: RedisServer, redis_url: str, tmp_path: Path
+) -> None:
+    store = open_store(redis_url)
+    decider = Engine(load_ruleset(write_rules(tmp_path, RULES)), store, SignalExtractor(KEYER),
+                     KEYER, model=OnlineModel())
+    try:
+        await decider.decide(login("warm-up"))  # loads the script
+        await decider.learn_pending()
+        before = redis_server.command_calls("evalsha")
+        for n in range(10):
+            await decider.decide(login(f"r{n}"))
+        assert redis_server.command_calls("evalsha") - before == 10
+        # After the responses: the ten decisions' label vectors, in one store call.
+        await decider.learn_pending()
+        assert redis_server.command_calls("evalsha") - before == 11
+    finally:
+        await store.close()
