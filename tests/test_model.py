@@ -137,6 +137,20 @@ def test_labels_teach_the_classifier_what_bots_look_like() -> None:
     assert model.score_one("login", person(rng), {})["model.bot_probability"] < 0.3
 
 
+def test_labels_teach_the_classifier_the_velocity_its_counters_read() -> None:
+    """Bots that look like people but for how fast they go: only counters tell them
+    apart, and a label carries the counters the request was scored with."""
+    rng = random.Random(6)
+    model = OnlineModel(min_labels=20)
+    for _ in range(1000):
+        model.learn_one("login", person(rng), ATTACK_COUNTERS, True)
+        if rng.random() < 0.3:
+            model.learn_one("login", person(rng), {"login_accounts_per_ip": 1.0}, False)
+    fast = model.score_one("login", person(rng), ATTACK_COUNTERS)["model.bot_probability"]
+    calm = model.score_one("login", person(rng), {"login_accounts_per_ip": 1.0})
+    assert fast > 0.7 and calm["model.bot_probability"] < 0.3
+
+
 # --- in the engine --------------------------------------------------------------------------
 
 
@@ -171,12 +185,33 @@ async def test_rules_that_read_the_model_stay_silent_while_it_warms_up(tmp_path:
     assert (odd.verdict.decision, odd.verdict.reasons, odd.degraded) == ("allow", (), False)
 
 
-async def test_traffic_a_rule_flagged_is_never_learned_as_normal(tmp_path: Path) -> None:
+GUARDED_RULES = """
+thresholds:
+  login: {challenge: 50, block: 90}
+rules:
+  - {id: new-device, events: [login], when: not device.present, score: 20}
+  - {id: scripted, events: [login], when: device.is_bot_ua, score: 60}
+  - {id: passed-challenge, events: [login], when: challenge.passed, score: -40}
+"""
+
+
+@pytest.mark.parametrize(("ua", "passed", "decision", "learned"), [
+    (CHROME, False, "allow", True),  # a weak signal (no device id) alone: ordinary
+    ("python-requests/2.31", False, "challenge", False),
+    # Under the line only thanks to its pass: a script that paid for a challenge.
+    ("python-requests/2.31", True, "allow", False),
+], ids=["weak-signal", "challenged", "allowed-by-a-pass"])
+async def test_the_detector_learns_only_what_the_rules_allowed_on_its_own_merits(
+    tmp_path: Path, ua: str, passed: bool, decision: str, learned: bool
+) -> None:
     model = OnlineModel(warmup=1)
-    engine = engine_with(model, tmp_path)
-    flagged = await engine.decide(login("r1", ua="python-requests/2.31"))
-    assert flagged.verdict.decision == "challenge"
-    assert await engine.learn_pending() == 0
+    engine = Engine(load_ruleset(write_rules(tmp_path, GUARDED_RULES)), MemoryStore(),
+                    SignalExtractor(KEYER), KEYER, model=model)
+    event = RiskEvent("r1", "login", ipaddress.ip_address("198.51.100.7"), 1000.0,
+                      user_agent=ua, challenge_passed=passed)
+    decided = await engine.decide(event)
+    assert (decided.verdict.decision, decided.learned) == (decision, learned)
+    assert await engine.learn_pending() == int(learned)
 
 
 async def test_a_model_whose_state_is_corrupt_degrades_decisions_and_they_go_on(

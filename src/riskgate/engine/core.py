@@ -200,9 +200,9 @@ class Engine:
         batch.add("counters", counter_ops)
         remembered = history_ops(event, facts, now)
         batch.add("history", [op for _, op in remembered])
-        # What a label needs besides (the features, counters included) is stored after
-        # the response, by learn_pending: the counters are only known once this batch
-        # has answered.
+        # A label needs more than this record: the features, counters included. Those
+        # are only known once this batch has answered, so learn_pending stores them
+        # after the response.
         record = FeedbackRecord(event, outcome_keys)
         batch.add("feedback", [record.put(request_id, self._feedback_ttl_ms)])
         lists = self.runtime_lists
