@@ -77,7 +77,7 @@ class ImplicitLabels:
         self._grace = grace
         self._clock = clock
         self._pending: deque[Issued] = deque()
-        self._passed: deque[str] = deque()
+        self._passed: deque[str] = deque(maxlen=SETTLED)
         # A dict keeps insertion order: the oldest pass is the first to be forgotten.
         self._settled: dict[str, None] = {}
         self._wake = asyncio.Event()
