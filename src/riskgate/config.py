@@ -167,6 +167,9 @@ class Config:
     #: by the server before any parser or cache of riskgate's sees them.
     max_header_bytes: int = 32768
     challenge_status: int = 403
+    #: How long a challenge takes an answer, in seconds. With the model on, one left
+    #: unsolved that long labels its request a bot's (docs/model.md).
+    challenge_ttl: float = 120.0
     admin_tokens: tuple[str, ...] = ()
     #: Reload rules when a file under ``rules`` changes (SIGHUP and the admin API always work).
     watch_rules: bool = True
@@ -292,6 +295,7 @@ _NUMBERS: Final[dict[str, tuple[type, float, float, str]]] = {
     "challenge_status": (int, 400, 499, "a 4xx status"),
     "memory_store_max_entries": (int, 1000, 10**9, "entries"),
     "feedback_ttl": (float, 1, 7 * 86400, "seconds"),
+    "challenge_ttl": (float, 1, 3600, "seconds"),
     "store_timeout": (float, 0.005, 10, "seconds"),
     "model.snapshot_interval_minutes": (float, 0.1, 24 * 60, "minutes"),
     "model.warmup_samples": (int, 0, 10**9, "samples"),
