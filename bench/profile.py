@@ -52,6 +52,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("hiredis", "redis-py"),
     ("/prometheus_client/", "metrics and decision log"),
     ("orjson", "json (orjson)"),
+    ("/river/", "model"),
     ("/ua_parser/", "signals"),
     ("/maxminddb/", "signals"),
     ("/uvicorn/", "server (uvicorn, httptools)"),
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds sampled")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--model", action="store_true", help="with the online model on")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "profile.folded")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         with redis_server(tmp) as redis:
             port = free_port()
             config = riskgate_config(tmp / "riskgate.yaml", f"redis://127.0.0.1:{redis.port}/0",
-                                     HERE.parent / "rules", tmp / "decisions.jsonl")
+                                     HERE.parent / "rules", tmp / "decisions.jsonl",
+                                     "model: {enabled: true}\n" if args.model else "")
             server = Child.listening("riskgate", riskgate_argv(config, port), port,
                                      tmp / "riskgate.log")
             with stopping([server]):
