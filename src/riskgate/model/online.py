@@ -153,10 +153,18 @@ class ShareLimiter:
                 return False
             keys.append(key)
         self._recent.append(tuple(keys))
-        self._counts.update(keys)
+        counts = self._counts
+        for key in keys:
+            counts[key] += 1
         if len(self._recent) > self.window:
-            self._counts.subtract(self._recent.popleft())
-            self._counts += Counter()  # drops the identities that left the window
+            # One key at a time: rebuilding the counter to drop the zeros walked every
+            # identity in the window on every learned sample (200 µs at 2000 samples).
+            for key in self._recent.popleft():
+                left = counts[key] - 1
+                if left:
+                    counts[key] = left
+                else:
+                    del counts[key]
         return True
 
 
