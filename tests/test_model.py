@@ -174,6 +174,25 @@ async def test_a_request_is_learned_after_its_decision_not_during_it(tmp_path: P
     assert model.flows["login"].samples == 1
 
 
+async def test_a_burst_beyond_the_learning_budget_is_sampled_and_time_refills_it(
+    tmp_path: Path,
+) -> None:
+    model = OnlineModel(warmup=1, max_share=1.0)
+    engine = Engine(load_ruleset(write_rules(tmp_path, RULES)), MemoryStore(),
+                    SignalExtractor(KEYER), KEYER, model=model, learn_per_second=5)
+
+    async def burst(at: float, size: int) -> int:
+        for i in range(size):
+            await engine.decide(RiskEvent(f"r{at}-{i}", "login",
+                                          ipaddress.ip_address(f"198.51.100.{i}"), at,
+                                          account="alice@example.com", user_agent=CHROME))
+        return await engine.learn_pending()
+
+    assert await burst(1000.0, 40) == 5  # forty in one instant: a second's budget
+    assert await burst(1002.0, 40) == 5  # two seconds on: refilled, to one second's worth
+    assert model.flows["login"].samples == 10
+
+
 async def test_rules_that_read_the_model_stay_silent_while_it_warms_up(tmp_path: Path) -> None:
     engine = engine_with(OnlineModel(warmup=10_000), tmp_path)
     for i in range(20):

@@ -142,6 +142,8 @@ class ModelConfig:
     min_labels: int = 20
     #: The largest share of recent learned samples one address, prefix or device gives.
     max_share: float = 0.02
+    #: Allowed requests each flow's detector learns per second at most, per worker.
+    learn_per_second: float = 200.0
     #: One of riskgate.model.online.DETECTORS; the default was chosen by bench/model_eval.py.
     detector: str = "half-space-trees"
 
@@ -301,6 +303,7 @@ _NUMBERS: Final[dict[str, tuple[type, float, float, str]]] = {
     "model.warmup_samples": (int, 0, 10**9, "samples"),
     "model.min_labels": (int, 1, 10**9, "labels"),
     "model.max_share": (float, 0.001, 1, "(a fraction of 1)"),
+    "model.learn_per_second": (float, 1, 10**6, "samples per second"),
 }
 
 

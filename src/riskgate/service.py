@@ -154,7 +154,7 @@ class Service:
         self.log = DecisionLog(config.decision_log) if config.decision_log else None
         self.engine = Engine(ruleset, store, prepared.signals, keyer, self.log,
                              config.feedback_ttl, runtime_lists=RuntimeLists(store, keyer),
-                             model=model)
+                             model=model, learn_per_second=config.model.learn_per_second)
         self.challenges = Challenges(config.secret.encode(), store, ttl=config.challenge_ttl)
         #: With a model, how the gateway's challenges come out labels it.
         self.implicit = (None if model is None

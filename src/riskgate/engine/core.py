@@ -58,6 +58,48 @@ _LEARN_CHUNK: Final = 64
 LabelSource = Literal["feedback", "unsolved-challenge", "passed-challenge"]
 
 
+class LearningBudget:
+    """At most ``per_second`` allowed requests per second learned per flow: a token
+    bucket holding one second's worth.
+
+    A detector learns what normal traffic looks like from a sample as well as from all
+    of it, and each learned request costs a worker about 45 µs (half-space trees and the
+    share limiter): at thousands of decisions per second learning everything would cost
+    more than scoring. Which requests get the tokens follows their arrival, so a client
+    gains no more of the sample than its share of the traffic, and the share limiter
+    still bounds that.
+
+    >>> budget = LearningBudget(2)
+    >>> [budget.take("login", 10.0) for _ in range(3)], budget.take("login", 10.5)
+    ([True, True, False], True)
+    >>> budget.take("booking", 10.5)
+    True
+    """
+
+    __slots__ = ("_last", "_tokens", "per_second")
+
+    def __init__(self, per_second: float) -> None:
+        self.per_second = per_second
+        self._tokens: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+
+    def take(self, event: str, now: float) -> bool:
+        """Whether a request of ``event`` at ``now`` may be learned; spends a token."""
+        last = self._last.get(event)
+        if last is None:
+            tokens = self.per_second
+        else:
+            # Event times may step back a little (clients' clocks, replay): never a refill.
+            tokens = min(self.per_second,
+                         self._tokens[event] + max(0.0, now - last) * self.per_second)
+        self._last[event] = max(now, last) if last is not None else now
+        if tokens < 1.0:
+            self._tokens[event] = tokens
+            return False
+        self._tokens[event] = tokens - 1.0
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class _Decided:
     """A decision the model has yet to see: its label vector to store, and, when it was
@@ -156,7 +198,10 @@ class Engine:
         feedback_ttl: float = 900.0,
         runtime_lists: RuntimeLists | None = None,
         model: Model | None = None,
+        learn_per_second: float = 200.0,
     ) -> None:
+        """``learn_per_second``: how many allowed requests per second each flow's detector
+        learns at most (:class:`LearningBudget`)."""
         self.ruleset = ruleset
         self.store = store
         self._signals = signals
@@ -171,6 +216,7 @@ class Engine:
         self._to_learn = asyncio.Event()
         #: Learning steps that raised (the request was decided; only the model missed it).
         self.learning_failures = 0
+        self._learning_budget = LearningBudget(learn_per_second)
         #: Whether unscored requests with a device id have reached this engine (the
         #: gateway reports them): ``device.browsed`` is derived only once they have.
         self.sees_browsing = False
@@ -250,7 +296,8 @@ class Engine:
         verdict = decide([*matches, *listed], thresholds)
         normal = _normal(verdict, [*matches, *listed])
         # Never a decision made without its counters (the store did not answer).
-        learn = self.model is not None and recorded and _allowed_on_its_own(verdict, thresholds)
+        learn = (self.model is not None and recorded and _allowed_on_its_own(verdict, thresholds)
+                 and self._learning_budget.take(event, now))
         if self.model is not None:
             self._learn_later(_Decided(request_id, event, facts, counters, now, learn,
                                        recorded))
