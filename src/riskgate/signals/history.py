@@ -1,7 +1,7 @@
 """What the store remembers about a device or an account between its requests.
 
 ``device.first_seen_age`` and the travel signals need yesterday's answer, so they are
-not signals of one request: each adds one ``Put`` to the decision's store batch
+not signals of one request: each adds one ``Remember`` to the decision's store batch
 (written and read back in the same round trip) and is derived from its answer.
 
 The remembered values are keyed by already-keyed identities, and hold only a time,
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from riskgate.signals.identity import travel_speed_kmh
-from riskgate.store import Op, Put, Result
+from riskgate.store import Op, Remember, Result
 
 #: How long a device's first sighting and an account's last login are remembered.
 REMEMBER_SECONDS: Final = 90 * 86400
@@ -31,7 +31,7 @@ def device_sighting(device_key: str, now: float) -> Op:
     brings for the first time is one the client never used while browsing.
     """
     # The hash tag keeps the record in the device's own cluster slot, with its counters.
-    return Put(f"rg:fs:{{{device_key}}}", repr(now), _REMEMBER_MS, only_if_absent=True)
+    return Remember(f"rg:fs:{{{device_key}}}", repr(now), _REMEMBER_MS, only_if_absent=True)
 
 
 def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[str, Op]]:
@@ -51,7 +51,7 @@ def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[
     # Travel is measured between logins: a booking from a hotel is not a new login place.
     if event == "login" and account and lat is not None and lon is not None:
         where = f"{lat},{lon},{now!r},{facts.get('ip.country') or ''}"
-        ops.append(("last_login", Put(f"rg:ll:{{{account}}}", where, _REMEMBER_MS)))
+        ops.append(("last_login", Remember(f"rg:ll:{{{account}}}", where, _REMEMBER_MS)))
     return ops
 
 
