@@ -38,6 +38,7 @@ GROUP_BITS = 15
 
 #: Bytes of a field's name in its page (see SCRIPT for why six).
 FIELD_BYTES = 6
+_FIELD_MASK = (1 << 8 * FIELD_BYTES) - 1
 
 #: The whole batch in one script, on a layout built around one cost: Redis spends some
 #: 100 bytes on every key (dict entry, name, object header, expiry entry) before any
@@ -71,11 +72,16 @@ FIELD_BYTES = 6
 #:   look. A remembered value of time to live ``T`` is kept alike, by the time it was
 #:   written, in generations ``2T`` long, and carries its expiry, so it lives exactly
 #:   ``T`` whatever its page does.
-#: - field: 6 bytes of a keyed digest of the whole key, its kind and its window (or time
-#:   to live). Names need only differ within a page: with 10**7 fields live in pages of
-#:   at most 128, some 6 * 10**8 pairs share a page, and 48 bits make a collision among
-#:   them a one-in-400,000 event per generation, which would merge two counters until
-#:   their page expires.
+#: - field: 48 bits, the identity's code (the rest of the digest that gave its group)
+#:   XOR the counter's (a keyed digest of the key around the tag, the kind and the
+#:   window or time to live): two digests per op cost the gateway more than Redis
+#:   spends on the op, and this way an identity and a declared counter are each
+#:   digested once, then remembered. Names need only differ within a page, and two of
+#:   them collide only when two identities' codes differ by exactly what two counters'
+#:   do, a chance of 2**-48 per pair as for a digest of the whole key: with 10**7
+#:   fields live in pages of at most 128, some 6 * 10**8 pairs share a page, a
+#:   one-in-400,000 chance per generation of merging two counters until their page
+#:   expires.
 #:
 #: A page lives until the newest bucket written to it has left its window (a remembered
 #: value's page: until the value expires), so an idle identity's fields go with their
@@ -372,18 +378,20 @@ _DISTINCT, _VALUE = 1, 2
 Plan = list[Span | int]
 
 
-def hash_tag(key: str) -> str:
-    """What Redis Cluster hashes of ``key``: the text of its first ``{...}``, else all.
+def split(key: str) -> tuple[str, str | None, str | None]:
+    """What Redis Cluster hashes of ``key`` (the text of its first ``{...}``, else all of
+    it), and what precedes and follows that ``{...}`` (None, None: no tag). The parts
+    name the counter among its identity's, so ``a{x}b``, ``ab{x}``, ``{x}`` and ``x`` differ.
 
-    >>> hash_tag("rg:c:fails:{203.0.113.5}"), hash_tag("fails"), hash_tag("a{}b")
-    ('203.0.113.5', 'fails', 'a{}b')
+    >>> split("rg:c:fails:{203.0.113.5}"), split("fails"), split("a{}b")
+    (('203.0.113.5', 'rg:c:fails:', ''), ('fails', None, None), ('a{}b', None, None))
     """
-    opened = key.find("{")
-    if opened >= 0:
-        closed = key.find("}", opened + 1)
-        if closed > opened + 1:
-            return key[opened + 1:closed]
-    return key
+    head, brace, tail = key.partition("{")
+    if brace:
+        tag, closing, after = tail.partition("}")
+        if closing and tag:
+            return tag, head, after
+    return key, None, None
 
 
 def _member_digest(member: str) -> bytes:
@@ -399,77 +407,91 @@ class Pages:
 
     >>> pages = Pages(b"s3cret")
     >>> pages.pages(Count("rg:c:fails:{203.0.113.5}", 60_000), 1_700_000_000_000)
-    ('rg:p:{77fb}:120000:14166667', 'rg:p:{77fb}:120000:14166666')
+    ('rg:p:{7ee0}:120000:14166667', 'rg:p:{7ee0}:120000:14166666')
     >>> pages.slot_key(Count("rg:c:other:{203.0.113.5}", 600_000))
-    '{77fb}'
+    'rg:p:{7ee0}:'
     """
 
     def __init__(self, secret: bytes) -> None:
         key = hashlib.blake2b(secret).digest()
-        self._groups = hashlib.blake2b(key=key, digest_size=4, person=b"riskgate-group")
-        self._fields = hashlib.blake2b(key=key, digest_size=FIELD_BYTES,
-                                       person=b"riskgate-field")
-        # A decision's ops share a few identities, and the cluster names each one's
-        # group twice (to route, then to encode).
-        self._group = functools.lru_cache(maxsize=4096)(self._digest_group)
+        self._identities = hashlib.blake2b(key=key, digest_size=8, person=b"riskgate-page")
+        self._counters = hashlib.blake2b(key=key, digest_size=FIELD_BYTES,
+                                         person=b"riskgate-field")
+        # Digests are the costly part of naming: one per identity (a decision has a
+        # few, and the cluster names each twice, to route and to encode) and one per
+        # declared counter, each remembered for the next use.
+        self._identity = functools.lru_cache(maxsize=4096)(self._digest_identity)
+        self._counter = functools.lru_cache(maxsize=1024)(self._digest_counter)
 
-    def _digest_group(self, tag: str) -> str:
-        digest = self._groups.copy()
+    def _digest_identity(self, tag: str) -> tuple[str, int]:
+        """The prefix of the pages of ``tag``'s group, and the code of its identity."""
+        digest = self._identities.copy()
         digest.update(tag.encode())
-        return f"{int.from_bytes(digest.digest()) >> (32 - GROUP_BITS):04x}"
+        value = int.from_bytes(digest.digest())
+        group = value >> (64 - GROUP_BITS)
+        return f"rg:p:{{{group:04x}}}:", value & _FIELD_MASK
 
-    def _field(self, key: str, kind: str, length_ms: int) -> bytes:
-        digest = self._fields.copy()
-        digest.update(f"{kind}{length_ms}:{key}".encode())
-        return digest.digest()
+    def _digest_counter(self, head: str | None, after: str | None, kind: str,
+                        length_ms: int) -> int:
+        rest = "" if head is None else f"{head}{{}}{after}"
+        digest = self._counters.copy()
+        digest.update(f"{kind}{length_ms}:{rest}".encode())
+        return int.from_bytes(digest.digest())
+
+    def _place(self, key: str, kind: str, length_ms: int) -> tuple[str, bytes]:
+        """The prefix of ``key``'s pages and its field's name."""
+        tag, head, after = split(key)
+        prefix, identity = self._identity(tag)
+        code = identity ^ self._counter(head, after, kind, length_ms)
+        return prefix, code.to_bytes(FIELD_BYTES)
 
     def slot_key(self, op: Op) -> str:
         """A key in the hash slot of every key ``op`` touches (the cluster routes by it)."""
         if isinstance(op, Count | Distinct | Remember):
-            return f"{{{self._group(hash_tag(op.key))}}}"
+            return self._identity(split(op.key)[0])[0]
         return op.key
 
     def pages(self, op: Count | Distinct | Remember, now_ms: int) -> tuple[str, str]:
         """The two pages ``op`` is looked for in at ``now_ms``, the later first."""
+        prefix = self._identity(split(op.key)[0])[0]
         if isinstance(op, Remember):
-            return self._pages(op.key, 2 * op.ttl_ms, generation(now_ms, op.ttl_ms))
-        span = window_span(op.window_ms, now_ms)
-        return self._pages(op.key, GENERATION * span.width,
-                           generation(span.current, BUCKETS_PER_WINDOW))
-
-    def _pages(self, key: str, length: int, index: int) -> tuple[str, str]:
-        group = self._group(hash_tag(key))
-        return f"rg:p:{{{group}}}:{length}:{index}", f"rg:p:{{{group}}}:{length}:{index - 1}"
+            later, earlier = _generations(2 * op.ttl_ms, generation(now_ms, op.ttl_ms))
+        else:
+            _, later, earlier = _window(op.window_ms, now_ms)
+        return prefix + later, prefix + earlier
 
     def encode(self, ops: Sequence[Op], now_ms: int) -> tuple[bytes, Plan]:
         """The packed EVALSHA that carries out ``ops``, and how to read its reply."""
         keys: list[str] = []
         args: list[object] = [now_ms]
         plan: Plan = []
-        spans: dict[int, Span] = {}  # a decision's counters share a few windows
+        # A decision's counters share a few windows, hence spans and generations.
+        windows: dict[int, tuple[Span, str, str]] = {}
         for op in ops:
             if isinstance(op, Count | Distinct):
-                span = spans.get(op.window_ms)
-                if span is None:
-                    span = spans[op.window_ms] = window_span(op.window_ms, now_ms)
-                keys += self._pages(op.key, GENERATION * span.width,
-                                    generation(span.current, BUCKETS_PER_WINDOW))
+                window = windows.get(op.window_ms)
+                if window is None:
+                    window = windows[op.window_ms] = _window(op.window_ms, now_ms)
+                span, later, earlier = window
                 if isinstance(op, Count):
-                    args += (b"c", self._field(op.key, "c", op.window_ms), span.width,
-                             span.current, op.amount)
+                    prefix, name = self._place(op.key, "c", op.window_ms)
+                    args += (b"c", name, span.width, span.current, op.amount)
                     plan.append(span)
-                    continue
-                name = self._field(op.key, "d", op.window_ms)
-                if op.member is None:
-                    args += (b"r", name, span.width, span.current)
                 else:
-                    args += (b"d", name, span.width, span.current, _member_digest(op.member))
-                plan.append(_DISTINCT)
+                    prefix, name = self._place(op.key, "d", op.window_ms)
+                    if op.member is None:
+                        args += (b"r", name, span.width, span.current)
+                    else:
+                        args += (b"d", name, span.width, span.current,
+                                 _member_digest(op.member))
+                    plan.append(_DISTINCT)
+                keys += (prefix + later, prefix + earlier)
                 continue
             if isinstance(op, Remember):
-                keys += self._pages(op.key, 2 * op.ttl_ms, generation(now_ms, op.ttl_ms))
-                args += (b"M" if op.only_if_absent else b"m", self._field(op.key, "m", op.ttl_ms),
-                         op.ttl_ms, op.value)
+                prefix, name = self._place(op.key, "m", op.ttl_ms)
+                later, earlier = _generations(2 * op.ttl_ms, generation(now_ms, op.ttl_ms))
+                keys += (prefix + later, prefix + earlier)
+                args += (b"M" if op.only_if_absent else b"m", name, op.ttl_ms, op.value)
             else:
                 keys.append(op.key)
                 if isinstance(op, Put):
@@ -478,6 +500,18 @@ class Pages:
                     args.append(_KIND[op.kind])
             plan.append(_VALUE)
         return pack((*_EVALSHA, len(keys), *keys, *args)), plan
+
+
+def _window(window_ms: int, now_ms: int) -> tuple[Span, str, str]:
+    """A window's span at ``now_ms``, and the ends of its two pages' names."""
+    span = window_span(window_ms, now_ms)
+    index = generation(span.current, BUCKETS_PER_WINDOW)
+    return (span, *_generations(GENERATION * span.width, index))
+
+
+@functools.lru_cache(maxsize=256)  # a rule set has a few windows, each a generation at a time
+def _generations(length: int, index: int) -> tuple[str, str]:
+    return f"{length}:{index}", f"{length}:{index - 1}"
 
 
 def generation(at: int, reach: int) -> int:
