@@ -13,8 +13,9 @@ address makes one decision; the event mix is 55 % login, 20 % booking, 15 % regi
 addresses take seconds, not the hours of a million HTTP requests.
 
 Then it prints Redis ``used_memory`` per million addresses (target ≤ 150 MB), checks that
-every key has a TTL (``INFO keyspace``: keys == expires) and that the longest TTL in a
-sample is what the rules and history ask for, prices a feedback record (held per
+every key has a TTL (``INFO keyspace``: keys == expires) and that the longest TTLs of
+counter and history pages are what the rules and history ask for, the store script's
+Redis CPU per decision (``INFO commandstats``), prices a feedback record (held per
 decision for ``feedback_ttl``, so sized by decision rate, not by address), and drives a
 ``MemoryStore`` past its cap, checking after every call that it holds no more entries
 than the cap, and reporting its resident size there.
@@ -49,6 +50,7 @@ TARGET_MB_PER_MILLION = 150
 EVENTS = ("login",) * 11 + ("booking",) * 4 + ("registration",) * 3 + ("promotion",) * 2
 NOW = 1_700_000_000.0
 SEED = 13
+SECRET = b"memory-bench-secret"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def decisions(ruleset: RuleSet, addresses: int, identities: int) -> Iterator[list[Op]]:
     """The store ops of one decision per address, as the engine would plan them."""
     rng = random.Random(SEED)
-    keyer = Keyer(b"memory-bench-secret")
+    keyer = Keyer(SECRET)
     planner = CounterPlanner(keyer)
     devices = [keyer("device", f"device-{n}") for n in range(identities)]
     accounts = [keyer("account", f"user{n}@example.com") for n in range(identities)]
@@ -125,7 +127,7 @@ def redis_figures(args: argparse.Namespace, ruleset: RuleSet) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="riskgate-memory-") as tmp, \
             redis_server(Path(tmp)) as redis, redis.client() as client:
         empty = int(client.info("memory")["used_memory"])
-        store = RedisStore(redis.url, timeout=30)
+        store = RedisStore(redis.url, timeout=30, secret=SECRET)
         started = time.monotonic()
 
         async def run() -> int:
@@ -140,8 +142,14 @@ def redis_figures(args: argparse.Namespace, ruleset: RuleSet) -> dict[str, Any]:
         memory = client.info("memory")
         used = int(memory["used_memory"]) - empty
         keyspace = client.info("keyspace").get("db0", {"keys": 0, "expires": 0})
-        longest = max((client.pttl(key) for key in client.scan_iter(count=1000)
-                       if isinstance(key, str) and key.startswith("rg:c:")), default=0)
+        script = client.info("commandstats")["cmdstat_evalsha"]
+        # A page is named rg:p:{group}:<generation length>:<generation>; history's
+        # generations are twice as long as it is kept.
+        longest = {"counters": 0, "history": 0}
+        history = str(2 * REMEMBER_SECONDS * 1000)
+        for key in client.scan_iter(match="rg:p:*", count=1000):
+            kept = "history" if key.split(":")[3] == history else "counters"
+            longest[kept] = max(longest[kept], client.pttl(key))
         record = FeedbackRecord("login", {
             "login_failures_per_ip": ("rg:c:login_failures_per_ip:{203.0.113.77}", None),
             "login_failures_per_device": ("rg:c:login_failures_per_device:{"
@@ -155,7 +163,10 @@ def redis_figures(args: argparse.Namespace, ruleset: RuleSet) -> dict[str, Any]:
         per_record = (int(client.info("memory")["used_memory"]) - before) / 10_000
     return {"seconds": seconds, "used": used, "keys": keyspace["keys"],
             "expires": keyspace["expires"], "fragmentation": memory["mem_fragmentation_ratio"],
-            "longest_counter_ttl_s": longest / 1000, "bytes_per_feedback_record": per_record}
+            "longest_counter_ttl_s": longest["counters"] / 1000,
+            "longest_history_ttl_s": longest["history"] / 1000,
+            "script_us_per_decision": script["usec"] / args.addresses,
+            "script_us_per_call": script["usec_per_call"], "bytes_per_feedback_record": per_record}
 
 
 def resident_bytes() -> int:
@@ -200,9 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     ttl_ok = redis["keys"] == redis["expires"]
     print(f"Redis: keys with a TTL {redis['expires']:,} of {redis['keys']:,} "
           f"({'every key expires' if ttl_ok else 'SOME KEYS NEVER EXPIRE'}); longest counter "
-          f"TTL {redis['longest_counter_ttl_s'] / 86400:.1f} d (rules' longest window "
-          f"and a bucket: {expected_ttl / 86400:.1f} d); history kept "
-          f"{REMEMBER_SECONDS // 86400} d")
+          f"page TTL {redis['longest_counter_ttl_s'] / 86400:.1f} d (rules' longest window "
+          f"and a bucket: {expected_ttl / 86400:.1f} d); longest history page TTL "
+          f"{redis['longest_history_ttl_s'] / 86400:.1f} d (history kept "
+          f"{REMEMBER_SECONDS // 86400} d)")
+    print(f"Redis: the script's CPU {redis['script_us_per_decision']:.1f} µs per decision "
+          f"({redis['script_us_per_call']:.0f} µs per EVALSHA of {args.pack} decisions, "
+          "INFO commandstats)")
     print(f"Redis: a feedback record costs {redis['bytes_per_feedback_record']:.0f} B for "
           f"feedback_ttl (900 s): 1,000 decisions/s hold "
           f"{redis['bytes_per_feedback_record'] * 900_000 / 2**20:.0f} MB")

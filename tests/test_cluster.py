@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from riskgate.config import Config
 from riskgate.http.app import create_app
-from riskgate.store import Count, Distinct, Get, Op, Put, Store, open_store
+from riskgate.store import Count, Distinct, Get, Op, Remember, Store, open_store
 from riskgate.store.cluster import ClusterStore
 from support import RedisCluster, RedisServer
 
@@ -55,7 +55,7 @@ async def test_a_call_sends_one_evalsha_per_slot_and_one_round_trip_per_primary(
 
 
 @pytest.mark.anyio
-async def test_keys_that_share_a_hash_tag_go_in_one_call(
+async def test_an_identitys_counters_and_history_go_in_one_call(
     redis_cluster: RedisCluster, cluster_url: str
 ) -> None:
     store = open_store(cluster_url)
@@ -65,7 +65,7 @@ async def test_keys_that_share_a_hash_tag_go_in_one_call(
         ops: list[Op] = [
             Count("rg:c:attempts:{203.0.113.5}", MINUTE),
             Distinct("rg:c:accounts:{203.0.113.5}", MINUTE, "a1"),
-            Put("rg:fs:{203.0.113.5}", "x", MINUTE),
+            Remember("rg:fs:{203.0.113.5}", "x", MINUTE),
         ]
         assert await store.apply(ops, T0) == [1.0, 1.0, None]
         assert redis_cluster.command_calls("evalsha") - before == 1

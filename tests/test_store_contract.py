@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +32,12 @@ from riskgate.store import (
     MemoryStore,
     Op,
     Put,
+    Remember,
     Result,
     Store,
     open_store,
 )
+from riskgate.store.pages import Pages
 
 if TYPE_CHECKING:
     from support import RedisServer
@@ -222,6 +225,41 @@ async def test_delete_is_single_use(store: Store) -> None:
     assert await one(store, Get("token"), T0) is None
 
 
+async def test_remember_answers_the_previous_value_and_only_if_absent_keeps_the_first(
+    store: Store,
+) -> None:
+    first_seen = [Remember("rg:fs:{d-1}", str(n), MINUTE, only_if_absent=True) for n in range(3)]
+    assert await store.apply(first_seen, T0) == [None, "0", "0"]
+    last_login = [Remember("rg:ll:{a-1}", place, MINUTE) for place in ("paris", "rome")]
+    assert await store.apply(last_login, T0 + 1) == [None, "paris"]
+    assert await one(store, Remember("rg:ll:{a-1}", "oslo", MINUTE), T0 + 2) == "rome"
+
+
+async def test_remembered_values_are_apart_from_plain_values_and_other_ttls(
+    store: Store,
+) -> None:
+    ops: list[Op] = [Put("k", "put", MINUTE), Remember("k", "minute", MINUTE),
+                     Remember("k", "hour", 60 * MINUTE)]
+    assert await store.apply(ops, T0) == [None, None, None]
+    again: list[Op] = [Get("k"), Remember("k", "-", MINUTE), Remember("k", "-", 60 * MINUTE)]
+    assert await store.apply(again, T0 + 1) == ["put", "minute", "hour"]
+
+
+async def test_a_remembered_value_lives_exactly_its_ttl_by_the_event_clock(
+    store: Store,
+) -> None:
+    # Kept in Redis beside other identities' values, it carries its own expiry.
+    hour = 60 * MINUTE
+    await store.apply([Remember("rg:ll:{a-1}", "paris", hour)], T0)
+    later = Remember("rg:ll:{a-1}", "rome", hour, only_if_absent=True)
+    assert await one(store, later, T0 + 3599.999) == "paris"
+    assert await one(store, later, T0 + 3600) is None
+    # Rewritten half an hour later, it lives an hour from then, into the next generation.
+    assert await one(store, Remember("rg:ll:{a-1}", "oslo", hour), T0 + 5400) == "rome"
+    assert await one(store, Remember("rg:ll:{a-1}", "-", hour), T0 + 8999.999) == "oslo"
+    assert await one(store, Remember("rg:ll:{a-1}", "-", hour), T0 + 12_600) is None
+
+
 async def test_values_vanish_after_their_ttl(store: Store) -> None:
     # Real time on both sides: Redis expires keys by its own clock.
     await store.apply([Put("v", "x", 100), Put("w", "y", 100)], time.time())
@@ -270,6 +308,8 @@ async def test_counts_values_and_distinct_sets_under_one_key_do_not_collide(
                               st.one_of(st.none(), st.sampled_from("wxyz"))),
                     st.builds(Put, st.sampled_from("ab"), st.sampled_from("pq"),
                               st.just(3_600_000), st.booleans()),
+                    st.builds(Remember, st.sampled_from("ab"), st.sampled_from("pq"),
+                              st.sampled_from([2_000, 3_600_000]), st.booleans()),
                     st.builds(Get, st.sampled_from("ab")),
                     st.builds(Delete, st.sampled_from("ab")),
                 ),
@@ -352,7 +392,7 @@ async def test_two_gateway_processes_sharing_one_redis_see_each_others_counts(
         await store.close()
 
 
-async def test_every_key_in_redis_expires_within_its_window_and_a_bucket(
+async def test_every_key_in_redis_expires_once_its_window_and_a_bucket_have_passed(
     redis_server: RedisServer, redis_url: str
 ) -> None:
     store = open_store(redis_url)
@@ -362,6 +402,7 @@ async def test_every_key_in_redis_expires_within_its_window_and_a_bucket(
                 Count("c", MINUTE),
                 Count("c", 10_000, amount=2),
                 Distinct("d", MINUTE, "m"),
+                Remember("r", "x", 5_000),
                 Put("v", "x", 5_000),
                 Put("w", "y", 5_000, only_if_absent=True),
             ],
@@ -369,27 +410,54 @@ async def test_every_key_in_redis_expires_within_its_window_and_a_bucket(
         )
         await store.apply(
             [Count("c", MINUTE, amount=-1)], T0 + 30
-        )  # a negative amount creates a key too
+        )  # a negative amount creates a field too
     finally:
         await store.close()
-    longest = (BUCKETS_PER_WINDOW + 1) * MINUTE // BUCKETS_PER_WINDOW
     with redis_server.client() as client:
         ttls = {key: client.pttl(key) for key in client.scan_iter()}
-    # Both windows of "c" share its identity's hash, which lives as long as the longer.
-    assert sorted(ttls) == ["rg:c:{c}", "rg:c:{d}", "v", "w"]
-    assert all(0 < ttl <= longest for ttl in ttls.values()), ttls
-    assert ttls["rg:c:{c}"] > 10_000 * 1.1
+    pages = {key: ttl for key, ttl in ttls.items() if key.startswith("rg:p:")}
+    assert set(ttls) - set(pages) == {"v", "w"}
+    assert 0 < ttls["v"] <= 5_000 and 0 < ttls["w"] <= 5_000
+    # Counters live in pages of generations two windows long, remembered values in
+    # pages of twice their time to live. A page lives until its newest bucket leaves
+    # the window (its newest value expires), and a bucket (a twentieth) more when it is
+    # extended.
+    lengths = {key: int(key.split(":")[3]) for key in pages}
+    assert sorted(set(lengths.values())) == [10_000, 20_000, 120_000]
+    for key, ttl in pages.items():
+        bucket = lengths[key] // (2 * BUCKETS_PER_WINDOW)
+        longest = 5_000 * 21 // 20 if lengths[key] == 10_000 else (BUCKETS_PER_WINDOW + 2) * bucket
+        assert 0 < ttl <= longest, (key, ttl)
 
 
-async def test_an_identity_is_one_compact_redis_key_and_a_crowded_set_stays_bounded(
+async def test_a_page_holds_a_field_in_a_few_bytes(
     redis_server: RedisServer, redis_url: str
 ) -> None:
-    # Every counter of one address, as the engine keys them, is a field of one hash.
+    # A hundred counters of one address share its group, hence one page per window.
+    ops: list[Op] = [Count(f"rg:c:counter_{n}:{{198.51.100.7}}", 3_600_000) for n in range(100)]
+    store = open_store(redis_url)
+    try:
+        assert await store.apply(ops, T0) == [1.0] * 100
+    finally:
+        await store.close()
+    with redis_server.client() as client:
+        (page,) = client.scan_iter()
+        assert client.object("encoding", page) == "listpack"
+        assert client.hlen(page) == 100
+        # A 6-byte name and a 2-byte count, framing and the page's own key included.
+        assert client.memory_usage(page) / 100 < 16
+
+
+async def test_an_identity_is_a_few_fields_of_shared_pages_and_a_crowded_set_stays_bounded(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    # Every counter of one address, as the engine keys them, and its history.
     ip = "{203.0.113.9}"
     ops: list[Op] = [Count(f"rg:c:attempts:{ip}", 3_600_000),
                      Count(f"rg:c:holds:{ip}", 86_400_000),
                      Distinct(f"rg:c:accounts:{ip}", 600_000, "acct-1"),
-                     Distinct(f"rg:c:devices:{ip}", 600_000, "dev-1")]
+                     Distinct(f"rg:c:devices:{ip}", 600_000, "dev-1"),
+                     Remember(f"rg:fs:{ip}", "1700000000.0", 7_776_000_000)]
     # ... and a NAT address that sees thousands of accounts in one window.
     nat = "{198.51.100.1}"
     crowd: list[Op] = [Distinct(f"rg:c:accounts:{nat}", 600_000, f"acct-{n}")
@@ -403,15 +471,24 @@ async def test_an_identity_is_one_compact_redis_key_and_a_crowded_set_stays_boun
     finally:
         await store.close()
     assert estimate == pytest.approx(5_000, rel=0.02)
+    pages = Pages(b"")
     with redis_server.client() as client:
-        assert client.object("encoding", f"rg:c:{ip}") == "listpack"
-        assert client.hlen(f"rg:c:{ip}") == 4
-        # Four counters in fewer bytes than one cost as a key of its own (253 B each).
-        assert client.memory_usage(f"rg:c:{ip}") < 253
-        nat_keys = list(client.scan_iter(match="rg:c:{198.51.100.1}*"))
-        assert 1 < len(nat_keys) <= BUCKETS_PER_WINDOW + 2  # the hash and HLL buckets
-        assert sum(client.memory_usage(k) for k in nat_keys) < 13_000 * len(nat_keys)
-        assert all(0 < client.pttl(k) <= 660_000 for k in nat_keys)
+        # One page per window (and one for the history) in the address's group, each a
+        # listpack, no key of the address's own: no address in a key name either.
+        own = sorted(client.scan_iter(match=f"{pages.slot_key(ops[0])}*"))
+        assert len(own) == 4
+        assert all(client.object("encoding", key) == "listpack" for key in own)
+        assert not any("203.0.113.9" in key for key in client.scan_iter())
+    with redis.Redis(port=redis_server.port) as raw:  # fields and values are bytes
+        # Counts after one event take 2 bytes, sets of one member 6, a first sighting
+        # its expiry and its value.
+        assert sorted(len(value) for key in own for value in raw.hvals(key)) == [2, 2, 6, 6, 18]
+    with redis_server.client() as client:
+        group = pages.slot_key(crowd[0]).split(":")[2]  # rg:p:{group}:
+        hlls = list(client.scan_iter(match=f"rg:h:{group}:*"))
+        assert 1 < len(hlls) <= BUCKETS_PER_WINDOW + 1  # a HyperLogLog per bucket
+        assert sum(client.memory_usage(k) for k in hlls) < 13_000 * len(hlls)
+        assert all(0 < client.pttl(k) <= 660_000 for k in hlls)
 
 
 async def test_each_apply_is_exactly_one_evalsha_even_when_batched(

@@ -375,7 +375,7 @@ def _parse_store(text: str) -> str:
         raise ValueError(f"`{text}` is not a store URL; use {registry.SUPPORTED}") from None
     # Opening a store connects nothing, so it is the check of the rest of the URL
     # (a cluster's host list, a Redis URL's options) before anything starts.
-    registry.open_store(text, max_entries=2, timeout=1.0)
+    registry.open_store(text, max_entries=2, timeout=1.0, secret=b"")
     return text
 
 

@@ -102,7 +102,8 @@ def prepare(config: Config) -> Prepared:
 def runtime_lists(config: Config) -> RuntimeLists:
     """The runtime lists in the configured store, for editing them from outside a server
     (``riskgate lists``); close ``.store`` when done."""
-    return RuntimeLists(open_store(config.store, max_entries=config.memory_store_max_entries),
+    return RuntimeLists(open_store(config.store, max_entries=config.memory_store_max_entries,
+                                   secret=config.secret.encode()),
                         Keyer(config.secret.encode()))
 
 
@@ -149,7 +150,8 @@ class Service:
             model = self._configured_model(config)
         ruleset, keyer = prepared.ruleset, prepared.keyer
         store = CircuitBreaker(
-            open_store(config.store, max_entries=config.memory_store_max_entries),
+            open_store(config.store, max_entries=config.memory_store_max_entries,
+                       secret=config.secret.encode()),
             deadline=config.store_timeout)
         self.log = DecisionLog(config.decision_log) if config.decision_log else None
         self.engine = Engine(ruleset, store, prepared.signals, keyer, self.log,

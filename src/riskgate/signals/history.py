@@ -1,7 +1,7 @@
 """What the store remembers about a device or an account between its requests.
 
 ``device.first_seen_age`` and the travel signals need yesterday's answer, so they are
-not signals of one request: each adds one ``Put`` to the decision's store batch
+not signals of one request: each adds one ``Remember`` to the decision's store batch
 (written and read back in the same round trip) and is derived from its answer.
 
 The remembered values are keyed by already-keyed identities, and hold only a time,
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from riskgate.signals.identity import travel_speed_kmh
-from riskgate.store import Get, Op, Put, Result
+from riskgate.store import Op, Remember, Result
 
 #: How long a device's first sighting and an account's last login are remembered.
 REMEMBER_SECONDS: Final = 90 * 86400
@@ -36,7 +36,7 @@ def device_sighting(device_key: str, now: float) -> Op:
     brings for the first time is one the client never used while browsing.
     """
     # The hash tag keeps the record in the device's own cluster slot, with its counters.
-    return Put(f"rg:fs:{{{device_key}}}", repr(now), _REMEMBER_MS, only_if_absent=True)
+    return Remember(f"rg:fs:{{{device_key}}}", repr(now), _REMEMBER_MS, only_if_absent=True)
 
 
 def _browse_key(device_key: str) -> str:
@@ -50,7 +50,7 @@ def browsing(device_key: str, now: float) -> list[Op]:
     A person's device searches flights and reads offers before it holds, redeems or
     signs up; a script that knows the flight posts the hold and nothing else.
     """
-    return [device_sighting(device_key, now), Put(_browse_key(device_key), "1", _BROWSE_MS)]
+    return [device_sighting(device_key, now), Remember(_browse_key(device_key), "1", _BROWSE_MS)]
 
 
 def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[str, Op]]:
@@ -65,13 +65,16 @@ def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[
     device = facts.get("device.key")
     if device:
         ops.append(("first_seen", device_sighting(device, now)))
-        ops.append(("browsed", Get(_browse_key(device))))
+        # Read by writing: a scored request leaves "0" where nothing is (Remember has no
+        # plain read, which lets the store page it), and browsing overwrites it with "1".
+        ops.append(("browsed", Remember(_browse_key(device), "0", _BROWSE_MS,
+                                        only_if_absent=True)))
     account = facts.get("account.key")
     lat, lon = facts.get("ip.lat"), facts.get("ip.lon")
     # Travel is measured between logins: a booking from a hotel is not a new login place.
     if event == "login" and account and lat is not None and lon is not None:
         where = f"{lat},{lon},{now!r},{facts.get('ip.country') or ''}"
-        ops.append(("last_login", Put(f"rg:ll:{{{account}}}", where, _REMEMBER_MS)))
+        ops.append(("last_login", Remember(f"rg:ll:{{{account}}}", where, _REMEMBER_MS)))
     return ops
 
 
@@ -104,7 +107,7 @@ def history_facts(
             first = float(previous) if isinstance(previous, str) else now
             derived["device.first_seen_age"] = max(0.0, now - first)
         elif name == "browsed" and sees_browsing:
-            derived["device.browsed"] = previous is not None
+            derived["device.browsed"] = previous == "1"
         elif name == "last_login" and isinstance(previous, str):
             lat, lon, then, country = previous.split(",")
             derived["account.travel_speed_kmh"] = round(travel_speed_kmh(

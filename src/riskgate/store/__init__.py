@@ -20,6 +20,7 @@ from riskgate.store.base import (
     Get,
     Op,
     Put,
+    Remember,
     Result,
     Store,
 )
@@ -27,13 +28,15 @@ from riskgate.store.memory import DEFAULT_MAX_ENTRIES, MemoryStore
 from riskgate.store.redis import RedisStore
 
 
-def open_store(uri: str, *, max_entries: int = DEFAULT_MAX_ENTRIES, timeout: float = 1.0) -> Store:
+def open_store(uri: str, *, max_entries: int = DEFAULT_MAX_ENTRIES, timeout: float = 1.0,
+               secret: bytes = b"") -> Store:
     """Open the store ``uri`` names; raise ValueError, naming what is supported, if none.
 
     ``max_entries`` caps the memory store's entries; ``timeout`` (seconds) bounds every
-    Redis connect and read. Nothing connects until the first call.
+    Redis connect and read; ``secret`` keys the names Redis keeps counters under (every
+    gateway sharing a Redis passes the same). Nothing connects until the first call.
     """
-    return registry.open_store(uri, max_entries=max_entries, timeout=timeout)
+    return registry.open_store(uri, max_entries=max_entries, timeout=timeout, secret=secret)
 
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "Op",
     "Put",
     "RedisStore",
+    "Remember",
     "Result",
     "Store",
     "open_store",

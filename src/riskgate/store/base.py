@@ -68,6 +68,24 @@ class Put:
 
 
 @dataclass(frozen=True, slots=True)
+class Remember:
+    """Keep a short ``value`` under ``key`` for ``ttl_ms``; answer the previous value, or None.
+
+    A :class:`Put` for what a store keeps per identity in bulk (a device's first
+    sighting, an account's last login): only ``Remember`` reads it back, not Get or
+    Delete, which lets Redis keep it inside a page shared with other identities. Like a
+    counter's window, ``ttl_ms`` is part of its name: remember a key with one time to
+    live. Values up to some 50 bytes keep the page compact.
+    """
+
+    key: str
+    value: str
+    ttl_ms: int
+    only_if_absent: bool = False
+    kind: Literal["remember"] = "remember"
+
+
+@dataclass(frozen=True, slots=True)
 class Delete:
     """Remove ``key``; answer its value before removal, or None (single-use tokens)."""
 
@@ -75,7 +93,7 @@ class Delete:
     kind: Literal["delete"] = "delete"
 
 
-Op = Count | Distinct | Get | Put | Delete
+Op = Count | Distinct | Get | Put | Remember | Delete
 Result = float | str | None
 
 
@@ -88,7 +106,7 @@ class Store(abc.ABC):
 
         ``now`` is the event's time in Unix seconds: windows are computed from it, so
         replaying recorded traffic reproduces the counts it saw.
-        ``Count`` and ``Distinct`` answer a float, ``Get``/``Put``/``Delete`` a str or None.
+        ``Count`` and ``Distinct`` answer a float, the others a str or None.
         """
 
     @abc.abstractmethod

@@ -1,16 +1,18 @@
 """The store on a Redis Cluster: one EVALSHA per hash slot, one send per primary.
 
 A cluster refuses a call whose keys hash to different slots (CROSSSLOT), so an
-:meth:`ClusterStore.apply` groups its ops by the slot of the key they declare (a
-counter's identity hash, a value's own key) and sends one EVALSHA of the standalone
-store's script per slot, every key it touches declared. The
+:meth:`ClusterStore.apply` groups its ops by the slot of the keys they touch (a
+counter's pages, named by the group of its identity; a value's own key) and sends one
+EVALSHA of the standalone store's script per slot, every key it touches declared. The
 calls for one primary leave in one write (a :class:`~riskgate.store.redis.Channel` per
 primary batches what is submitted in one event-loop tick), all primaries at once: a
 decision costs one network round trip per primary it involves, in parallel.
 
 Ops on one key always share a slot, so they keep their order and atomicity; ops on
 keys of different slots are each applied atomically per slot but not together. Callers
-that need two keys written together give them one hash tag (``rg:{lists}:...``).
+that need two keys written together give them one hash tag: counters and remembered
+values of one tag share its group's slot, plain values of one tag (``rg:{lists}:...``)
+the tag's own.
 
 Why not redis-py's ``RedisCluster``: its pipeline runs every command through redis-py's
 per-command layers (command packing, pool checkout, response callbacks), the very work
@@ -33,15 +35,8 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 
 from riskgate.errors import StoreError
 from riskgate.store.base import Op, Result, Store
-from riskgate.store.redis import (
-    Channel,
-    connection_pool,
-    declared_key,
-    decode,
-    encode,
-    pack,
-    redact,
-)
+from riskgate.store.pages import Pages, decode, pack
+from riskgate.store.redis import Channel, connection_pool, redact
 from riskgate.store.window import to_ms
 
 #: Redis Cluster's fixed number of hash slots.
@@ -91,8 +86,9 @@ class ClusterStore(Store):
     slots fail with :class:`StoreError`, and decisions go on without the store.
     """
 
-    def __init__(self, url: str, *, timeout: float = 1.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 1.0, secret: bytes = b"") -> None:
         self.where = redact(url)
+        self._pages = Pages(secret)
         self._seeds, self._auth = parse_url(url)
         self._timeout = timeout
         self._channels: dict[Address, Channel] = {}
@@ -117,10 +113,10 @@ class ClusterStore(Store):
         now_ms = to_ms(now)
         by_slot: dict[int, list[int]] = {}
         for i, op in enumerate(ops):
-            by_slot.setdefault(key_slot(declared_key(op).encode()), []).append(i)
+            by_slot.setdefault(key_slot(self._pages.slot_key(op).encode()), []).append(i)
         calls = []
         for slot, indexes in by_slot.items():
-            command, plan = encode([ops[i] for i in indexes], now_ms)
+            command, plan = self._pages.encode([ops[i] for i in indexes], now_ms)
             calls.append((slot, indexes, command, plan))
         replies = await asyncio.gather(
             *(self._call(slot, command) for slot, _, command, _ in calls),
@@ -243,7 +239,7 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def open(uri: str, *, max_entries: int, timeout: float) -> ClusterStore:
+def open(uri: str, *, max_entries: int, timeout: float, secret: bytes) -> ClusterStore:
     """The registry's opener for ``redis+cluster://`` (``max_entries`` is the memory
     store's alone)."""
-    return ClusterStore(uri, timeout=timeout)
+    return ClusterStore(uri, timeout=timeout, secret=secret)

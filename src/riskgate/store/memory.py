@@ -13,6 +13,7 @@ from riskgate.store.base import (
     Get,
     Op,
     Put,
+    Remember,
     Result,
     Store,
 )
@@ -67,8 +68,8 @@ class _Value:
 
 
 _Entry = _Counts | _Members | _Value
-# Counts, distinct sets and plain values live in separate namespaces, and a window
-# is part of a counter's identity, as in the Redis key layout.
+# Counts, distinct sets, plain and remembered values live in separate namespaces, and
+# a window (a remembered value's time to live) is part of its identity, as in Redis.
 _Slot = tuple[str, int, str]
 
 
@@ -145,9 +146,11 @@ class MemoryStore(Store):
         self._entries.clear()
         self._size = 0
 
-    def _value(self, op: Get | Put | Delete, now_ms: int) -> Result:
+    def _value(self, op: Get | Put | Remember | Delete, now_ms: int) -> Result:
         if isinstance(op, Put):
-            return self._put(op, now_ms)
+            return self._put(("v", 0, op.key), op, now_ms)
+        if isinstance(op, Remember):
+            return self._put(("r", op.ttl_ms, op.key), op, now_ms)
         if isinstance(op, Get):
             entry = self._live(("v", 0, op.key), now_ms)
             return entry.value if isinstance(entry, _Value) else None
@@ -223,8 +226,7 @@ class MemoryStore(Store):
             self._size -= 1
         return float(len(seen))
 
-    def _put(self, op: Put, now_ms: int) -> str | None:
-        slot = ("v", 0, op.key)
+    def _put(self, slot: _Slot, op: Put | Remember, now_ms: int) -> str | None:
         entry = self._live(slot, now_ms)
         if not isinstance(entry, _Value):
             self._insert(slot, _Value(op.value, now_ms + op.ttl_ms))
@@ -262,6 +264,7 @@ class MemoryStore(Store):
             self._size -= _cost(entry)
 
 
-def open(uri: str, *, max_entries: int, timeout: float) -> MemoryStore:
-    """The registry's opener for ``memory://`` (nothing to time out in process)."""
+def open(uri: str, *, max_entries: int, timeout: float, secret: bytes) -> MemoryStore:
+    """The registry's opener for ``memory://`` (nothing to time out in process, and no
+    key to name)."""
     return MemoryStore(max_entries=max_entries)

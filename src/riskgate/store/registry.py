@@ -30,7 +30,7 @@ class Backend:
     schemes: tuple[str, ...]
     #: Example URLs, one per scheme, as messages show them.
     examples: tuple[str, ...]
-    #: Defines ``open(uri, *, max_entries, timeout) -> Store``.
+    #: Defines ``open(uri, *, max_entries, timeout, secret) -> Store``.
     module: str
 
 
@@ -67,8 +67,8 @@ def backend_for(uri: str) -> Backend:
     raise ValueError(f"store {scheme}:// is not supported; use {SUPPORTED}")
 
 
-def open_store(uri: str, *, max_entries: int, timeout: float) -> Store:
+def open_store(uri: str, *, max_entries: int, timeout: float, secret: bytes) -> Store:
     """Open the store ``uri`` names with its backend; nothing connects until first use."""
     opener = importlib.import_module(backend_for(uri).module).open
-    store: Store = opener(uri, max_entries=max_entries, timeout=timeout)
+    store: Store = opener(uri, max_entries=max_entries, timeout=timeout, secret=secret)
     return store
