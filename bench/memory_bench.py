@@ -14,7 +14,8 @@ addresses take seconds, not the hours of a million HTTP requests.
 
 Then it prints Redis ``used_memory`` per million addresses (target ≤ 150 MB), checks that
 every key has a TTL (``INFO keyspace``: keys == expires) and that the longest TTLs of
-counter and history pages are what the rules and history ask for, the store script's
+counter and history pages are what the rules and history ask for, how full the fullest
+page is (pages must stay listpacks, see riskgate/store/pages.py), the store script's
 Redis CPU per decision (``INFO commandstats``), prices a feedback record (held per
 decision for ``feedback_ttl``, so sized by decision rate, not by address), and drives a
 ``MemoryStore`` past its cap, checking after every call that it holds no more entries
@@ -144,12 +145,24 @@ def redis_figures(args: argparse.Namespace, ruleset: RuleSet) -> dict[str, Any]:
         keyspace = client.info("keyspace").get("db0", {"keys": 0, "expires": 0})
         script = client.info("commandstats")["cmdstat_evalsha"]
         # A page is named rg:p:{group}:<generation length>:<generation>; history's
-        # generations are twice as long as it is kept.
+        # generations are twice as long as it is kept. Pages must stay listpacks
+        # (riskgate/store/pages.py chose the number of groups for it): the fullest.
         longest = {"counters": 0, "history": 0}
         history = str(2 * REMEMBER_SECONDS * 1000)
-        for key in client.scan_iter(match="rg:p:*", count=1000):
-            kept = "history" if key.split(":")[3] == history else "counters"
-            longest[kept] = max(longest[kept], client.pttl(key))
+        fullest, tables = 0, 0
+        limit = client.config_get("hash-max-listpack-entries")["hash-max-listpack-entries"]
+        pages = list(client.scan_iter(match="rg:p:*", count=1000))
+        for start in range(0, len(pages), 1000):
+            pipe = client.pipeline(transaction=False)
+            for key in pages[start:start + 1000]:
+                pipe.pttl(key).hlen(key).object("encoding", key)
+            answers = pipe.execute()
+            for n, key in enumerate(pages[start:start + 1000]):
+                ttl, fields, encoding = answers[3 * n:3 * n + 3]
+                kept = "history" if key.split(":")[3] == history else "counters"
+                longest[kept] = max(longest[kept], ttl)
+                fullest = max(fullest, fields)
+                tables += encoding != "listpack"
         record = FeedbackRecord("login", {
             "login_failures_per_ip": ("rg:c:login_failures_per_ip:{203.0.113.77}", None),
             "login_failures_per_device": ("rg:c:login_failures_per_device:{"
@@ -165,6 +178,8 @@ def redis_figures(args: argparse.Namespace, ruleset: RuleSet) -> dict[str, Any]:
             "expires": keyspace["expires"], "fragmentation": memory["mem_fragmentation_ratio"],
             "longest_counter_ttl_s": longest["counters"] / 1000,
             "longest_history_ttl_s": longest["history"] / 1000,
+            "pages": len(pages), "fullest_page": fullest, "hash_table_pages": tables,
+            "listpack_limit": limit,
             "script_us_per_decision": script["usec"] / args.addresses,
             "script_us_per_call": script["usec_per_call"], "bytes_per_feedback_record": per_record}
 
@@ -215,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
           f"and a bucket: {expected_ttl / 86400:.1f} d); longest history page TTL "
           f"{redis['longest_history_ttl_s'] / 86400:.1f} d (history kept "
           f"{REMEMBER_SECONDS // 86400} d)")
+    print(f"Redis: {redis['pages']:,} pages, the fullest {redis['fullest_page']} fields "
+          f"(hash-max-listpack-entries {redis['listpack_limit']}); "
+          f"{redis['hash_table_pages']} turned into hash tables")
     print(f"Redis: the script's CPU {redis['script_us_per_decision']:.1f} µs per decision "
           f"({redis['script_us_per_call']:.0f} µs per EVALSHA of {args.pack} decisions, "
           "INFO commandstats)")

@@ -448,6 +448,29 @@ async def test_a_page_holds_a_field_in_a_few_bytes(
         assert client.memory_usage(page) / 100 < 16
 
 
+async def test_a_counter_moves_to_the_generation_of_its_newest_bucket_and_exists_once(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    # T0 starts a generation of the 10-second window's pages (20 one-second buckets).
+    count = Count("rg:c:attempts:{198.51.100.9}", 10_000)
+    store = open_store(redis_url)
+    try:
+        assert await store.apply([count], T0 - 3) == [1.0]
+        assert await store.apply([count], T0 + 4) == [2.0]
+        # A gateway whose clock lags finds it in the later generation too.
+        assert await store.apply([dataclasses.replace(count, amount=0)], T0 - 1) == [1.0]
+    finally:
+        await store.close()
+    with redis_server.client() as client:
+        fields = {key: client.hlen(key) for key in client.scan_iter(match="rg:p:*")}
+    # Each write looks in its generation and the next (T0 - 3) or the one before (T0 + 4).
+    pages = Pages(b"")
+    _, before = pages.pages(count, int(T0 * 1000) - 3000)
+    after, _ = pages.pages(count, int(T0 * 1000) + 4000)
+    assert before != after
+    assert fields == {after: 1}
+
+
 async def test_an_identity_is_a_few_fields_of_shared_pages_and_a_crowded_set_stays_bounded(
     redis_server: RedisServer, redis_url: str
 ) -> None:
