@@ -13,7 +13,7 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 TEST_PACKAGES  := redis-server:redis-server redis-tools:redis-cli chromium:chromium nginx-light:nginx curl:curl
 BENCH_PACKAGES := redis-server:redis-server wrk:wrk
 
-.PHONY: run test lint bench bench-memory fuzz-api loadtest clean system-packages-test system-packages-bench
+.PHONY: run test lint bench bench-memory bench-profile fuzz-api loadtest clean system-packages-test system-packages-bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,10 @@ bench: $(BENCH_STAMP) system-packages-bench
 # A million addresses through a real Redis: some minutes, so apart from `make bench`.
 bench-memory: $(BENCH_STAMP) system-packages-bench
 	$(BIN)/python bench/memory_bench.py
+
+# Where a decision's CPU goes: py-spy on `riskgate serve` under the bench's load.
+bench-profile: $(BENCH_STAMP) system-packages-bench
+	$(BIN)/python bench/profile.py
 
 # The schemathesis run of /openapi.json at any size (make test runs 2,000+ cases of it):
 # make fuzz-api EXAMPLES=5000

@@ -2,9 +2,11 @@
 
 ``bare`` (Starlette, parse and answer), ``limits`` (plus the `limits` library's
 sliding-window limiter per IP on Redis) and ``riskgate serve`` on the bench's rules with
-the Redis store and, by default, the decision log on. Each gets a warm-up, the Redis
-servers a command audit under MONITOR, then ``--runs`` measured wrk runs interleaved
-across the three.
+the Redis store and, by default, the decision log on: with one worker (``riskgate``),
+two (``riskgate2``), and one with the online model on (``riskgate-model``: it scores
+every decision, then learns and stores label vectors after the responses). Each gets a
+warm-up, the Redis servers a command audit under MONITOR, then ``--runs`` measured wrk
+runs interleaved across all of them.
 """
 
 from __future__ import annotations
@@ -44,11 +46,24 @@ from harness import (
     wrk,
 )
 
-SERVERS = ("bare", "limits", "riskgate", "riskgate2")
-#: Servers that are ``riskgate serve``: their workers and Redis database (apart, so
-#: neither sees the other's counters).
-RISKGATE_WORKERS = {"riskgate": (1, 0), "riskgate2": (2, 3)}
+SERVERS = ("bare", "limits", "riskgate", "riskgate2", "riskgate-model")
+
+
+@dataclass(frozen=True)
+class Riskgate:
+    """A ``riskgate serve`` variant: its workers, its Redis database (apart, so none sees
+    another's counters) and whether the online model is on."""
+
+    workers: int
+    db: int
+    model: bool = False
+
+
+RISKGATE_WORKERS = {"riskgate": Riskgate(1, 0), "riskgate2": Riskgate(2, 3),
+                    "riskgate-model": Riskgate(1, 4, model=True)}
 TARGETS = {"riskgate/bare": 0.5, "riskgate/limits": 1.3, "commands_per_decision": 1.0}
+#: The decision API's ratios hold with the model on too (issue 11).
+MODEL_RATIOS = ("riskgate-model/bare", "riskgate-model/limits")
 
 
 @dataclass
@@ -72,11 +87,12 @@ def start_server(name: str, tmp: Path, redis_port: int, args: argparse.Namespace
     else:
         # No upstream: the decision API alone. The decision log goes to a temp file by
         # default because writing it is part of every decision's work in production.
-        workers, db = RISKGATE_WORKERS[name]
+        variant = RISKGATE_WORKERS[name]
         config = riskgate_config(
-            tmp / f"{name}.yaml", f"redis://127.0.0.1:{redis_port}/{db}", args.rules,
-            tmp / f"{name}-decisions.jsonl" if args.decision_log == "file" else None)
-        argv = riskgate_argv(config, port, workers)
+            tmp / f"{name}.yaml", f"redis://127.0.0.1:{redis_port}/{variant.db}", args.rules,
+            tmp / f"{name}-decisions.jsonl" if args.decision_log == "file" else None,
+            "model: {enabled: true}\n" if variant.model else "")
+        argv = riskgate_argv(config, port, variant.workers)
     return Server(name, Child.listening(name, argv, port, tmp / f"{name}.log", env), port)
 
 
@@ -253,14 +269,19 @@ def summarize(servers: dict[str, Server], audits: dict[str, dict[str, Any]]) -> 
     if "riskgate" in summary and "riskgate2" in summary:
         summary["riskgate2/riskgate"] = round(
             summary["riskgate2"]["decisions_per_s"] / summary["riskgate"]["decisions_per_s"], 3)
-    rg = summary.get("riskgate")
-    if rg:
-        for peer in ("bare", "limits"):
-            if peer in summary:
-                summary[f"riskgate/{peer}"] = round(
-                    rg["decisions_per_s"] / summary[peer]["decisions_per_s"], 3)
+    for name in ("riskgate", "riskgate-model"):
+        if name not in summary:
+            continue
+        for peer in ("bare", "limits", "riskgate"):
+            if peer in summary and peer != name:
+                summary[f"{name}/{peer}"] = round(
+                    summary[name]["decisions_per_s"] / summary[peer]["decisions_per_s"], 3)
                 # The same ratio within each round (runs seconds apart), as a drift check.
-                summary[f"riskgate/{peer} per round"] = [
+                summary[f"{name}/{peer} per round"] = [
                     round(a["rps"] / b["rps"], 3)
-                    for a, b in zip(servers["riskgate"].runs, servers[peer].runs, strict=True)]
+                    for a, b in zip(servers[name].runs, servers[peer].runs, strict=True)]
+    if "riskgate-model" in summary and "riskgate" in summary:
+        summary["model_cpu_us_per_decision"] = round(
+            summary["riskgate-model"]["server_cpu_us_per_request"]
+            - summary["riskgate"]["server_cpu_us_per_request"], 1)
     return summary

@@ -23,6 +23,14 @@ _HOT_FLIGHTS = FLIGHTS[:3]
 _COPIED_CHROME = "chrome_116.0.5845.180_win10"
 
 
+def copied(capture: str, language: str | None = None) -> Stack:
+    """A real browser's header set copied whole by one operator. Each bot persona copies
+    its own, as separate operators do: campaigns sharing one fingerprint would let one
+    campaign's failures give away another, which real traffic cannot be relied on for."""
+    stack = captures()[capture]
+    return stack if language is None else stack.with_language(language)
+
+
 class Bot(Persona):
     abstract = True
     side = "bot"
@@ -78,7 +86,7 @@ class SingleIpStuffer(Stuffer):
 
     def setup(self) -> None:
         super().setup()
-        self.client_visit = self.visit(captures()["chrome_110.0.5481.177_win10"],
+        self.client_visit = self.visit(copied("chrome_110.0.5481.177_win10"),
                                        device=self.device())
 
     @task
@@ -97,7 +105,7 @@ class BareStuffer(Stuffer):
 
     def setup(self) -> None:
         super().setup()
-        chrome = captures()[_COPIED_CHROME]
+        chrome = copied(_COPIED_CHROME)
         self.stack = Stack("script", (("user-agent", chrome.user_agent), ("accept", "*/*"),
                                       ("accept-encoding", "gzip, deflate")), app=True)
         self.tries = 0
@@ -120,7 +128,7 @@ class RotatingStuffer(Stuffer):
 
     @task
     def batch(self) -> None:
-        visit = self.visit(captures()[_COPIED_CHROME], device=self.device())
+        visit = self.visit(copied(_COPIED_CHROME), device=self.device())
         visit.page("/login")
         for _ in range(4):
             visit.device_id = self.device()
@@ -138,7 +146,7 @@ class LowAndSlowStuffer(Stuffer):
 
     def setup(self) -> None:
         super().setup()
-        self.stack = captures()["chrome_107.0.5304.107_win10"].with_language("en-GB,en;q=0.9")
+        self.stack = copied("chrome_107.0.5304.107_win10", "en-GB,en;q=0.9")
         self.device_id = self.device()
 
     @task
@@ -181,7 +189,7 @@ class OneClientHolder(Holder):
         self.token: str | None = None
 
     def stack(self) -> Stack:
-        return captures()[self.stack_name]
+        return copied(self.stack_name)
 
     @task
     def hold_seats(self) -> None:
@@ -194,6 +202,7 @@ class PlainScalper(OneClientHolder):
     """One account, one address, one client, holding seats on the hot flights."""
 
     persona = "scalper_plain"
+    stack_name = "chrome_104.0.5112.81_win10"
     fixed_count = 1
     wait_time = between(1, 3)
 
@@ -228,7 +237,8 @@ class SpreadScalper(Holder):
     def hold_seats(self) -> None:
         account = self.own_accounts()[self.turn % len(self.own_accounts())]
         self.turn += 1
-        visit = self.visit(captures()[_COPIED_CHROME], device=self.clients[account.email])
+        visit = self.visit(copied("edge_101.0.1210.47_win10", "de-DE,de;q=0.9,en;q=0.8"),
+                           device=self.clients[account.email])
         if self.tokens.get(account.email) is None:
             self.tokens[account.email] = self.signed_in(visit, account)
         self.hold(visit, account, self.tokens[account.email])
@@ -250,7 +260,8 @@ class PromoAbuser(Bot):
         account = Account(person_email(self.rng, "pa"), password(self.rng))
         self.ledger.goal_actions += 1
         self.ledger.identities.add(account.email)
-        visit = self.visit(captures()[_COPIED_CHROME], device=self.device())
+        visit = self.visit(copied("edge_99.0.1150.30_win10", "en-GB,en;q=0.9"),
+                           device=self.device())
         visit.api_post("/api/register", {"email": account.email, "name": "x",
                                          "password": account.password})
         token = token_of(visit.api_post("/api/login", {"username": account.email,
@@ -280,7 +291,7 @@ class RegistrationFarm(Bot):
             email = email.rpartition("@")[0] + "@" + self.rng.choice(
                 ["mailinator.com", "guerrillamail.com", "yopmail.com"])
         if self.made % 5 == 0:
-            self.current = self.visit(captures()[_COPIED_CHROME])
+            self.current = self.visit(copied("chrome_100.0.4896.127_win10", "fr-FR,fr;q=0.9"))
         self.made += 1
         self.current.device_id = self.device()
         self.ledger.goal_actions += 1

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 
 import httpx
 import redis
+import uvicorn
+from starlette.types import ASGIApp
 
 #: ``../shared/data``: the real third-party data tests and benches read (never modified).
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,6 +73,12 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+    def command_calls(self, command: str) -> int:
+        """How often ``command`` was called since the server started (INFO commandstats)."""
+        with self.client() as client:
+            stats = client.info("commandstats").get(f"cmdstat_{command}", {"calls": 0})
+        return int(stats["calls"])
 
     def start(self, timeout: float = 10) -> None:
         """Start it and wait until it answers PING; RuntimeError with its log if not.
@@ -277,6 +286,20 @@ def worker_pids(parent: int) -> list[int]:
 
 
 @contextlib.contextmanager
+def only(worker: int, workers: list[int]) -> Iterator[None]:
+    """Every other worker is stopped (SIGSTOP) inside the block, so ``worker`` accepts
+    every connection: which worker takes one is otherwise the kernel's choice."""
+    others = [pid for pid in workers if pid != worker]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
 def riskgate_serve(config: Path, env: dict[str, str] | None = None, workers: int = 1,
                    executable: Path | None = None
                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
@@ -318,6 +341,35 @@ def interrupt_process(process: subprocess.Popen[Any], timeout: float = 10) -> No
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         stop_process(process)
+
+
+class ThreadServer:
+    """A uvicorn server in a thread, on 127.0.0.1; started and stopped within bounds.
+
+    ``proxy_headers`` is off: uvicorn would otherwise rewrite the peer from
+    X-Forwarded-For for 127.0.0.1, and riskgate must apply its own trusted proxies.
+    """
+
+    def __init__(self, app: ASGIApp, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", proxy_headers=False,
+            lifespan="on"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
 
 
 def write_rules(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:

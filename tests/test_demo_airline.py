@@ -126,6 +126,26 @@ def test_a_device_seen_on_an_unscored_call_is_not_new_at_login(tmp_path: Path,
         assert login(client, "browsing-1").headers["x-riskgate-decision"] == "allow"
 
 
+BROWSING_RULES = """
+rules:
+  - id: never-browsed
+    events: [login]
+    when: device.browsed == False
+    action: block
+"""
+
+
+def test_a_device_that_never_browsed_is_told_apart_once_browsing_is_seen(
+        tmp_path: Path, redis_url: str) -> None:
+    with gateway(tmp_path, redis_url, write_rules(tmp_path, BROWSING_RULES)) as client:
+        # Nothing unscored has carried a device id yet: the gateway cannot tell, and a
+        # deployment whose pages never send one must not treat every device as a script.
+        assert login(client, "direct-0").headers["x-riskgate-decision"] == "allow"
+        client.get("/api/flights", headers={"x-device-id": "browsing-1"})
+        assert login(client, "browsing-1").headers["x-riskgate-decision"] == "allow"
+        assert login(client, "direct-1").headers["x-riskgate-decision"] == "block"
+
+
 def test_a_login_that_got_in_is_counted_and_a_refused_one_is_not(tmp_path: Path,
                                                                  redis_url: str) -> None:
     with gateway(tmp_path, redis_url, write_rules(tmp_path, DETECTION_RULES)) as client:

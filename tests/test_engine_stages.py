@@ -1,9 +1,10 @@
 """The engine's named stages: the model stage scores before the rules and learns from
-labels, and the feedback record carries the decision's facts to a later label."""
+labels, and a decision's label vector (counters included) reaches a later label."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,23 @@ from typing import Any
 import pytest
 
 from riskgate.engine import Engine
-from riskgate.engine.feedback import MAX_FACT_TEXT, record_key
+from riskgate.engine.feedback import record_key, vector_key
 from riskgate.event import EventName, RiskEvent
 from riskgate.model.base import Label
+from riskgate.model.online import OnlineModel
+from riskgate.observability import metrics
 from riskgate.rules import load_ruleset
 from riskgate.signals.extractor import SignalExtractor
 from riskgate.signals.keys import Keyer
 from riskgate.store import Get, Store, open_store
-from support import write_rules
+from support import RedisServer, write_rules
 
 pytestmark = pytest.mark.anyio
 
 KEYER = Keyer(b"engine-stages-test")
 RULES = """
+counters:
+  logins_per_ip: {events: [login], key: ip, window: 1h}
 thresholds:
   login: {challenge: 50, block: 90}
 rules:
@@ -33,11 +38,14 @@ LONG_UA = "Mozilla/5.0 " + "x" * 5000
 
 
 class RecordingModel:
-    """A model of the engine's protocol that scores what it is told and records labels."""
+    """A model of the engine's protocol that scores what it is told and records labels.
+
+    Its label vector is the counters it was scored with and the user agent's length:
+    the test sees which of them a label brings back."""
 
     def __init__(self, score: float = 0.0, fail: bool = False) -> None:
         self.score, self.fail = score, fail
-        self.learned: list[tuple[EventName, Mapping[str, Any], Label]] = []
+        self.learned: list[tuple[EventName, Mapping[str, float], bool]] = []
 
     def score_one(self, event: EventName, facts: Mapping[str, Any],
                   counters: Mapping[str, float]) -> Mapping[str, float]:
@@ -48,7 +56,16 @@ class RecordingModel:
     def learn_one(self, event: EventName, facts: Mapping[str, Any],
                   counters: Mapping[str, float], label: Label) -> None:
         if label is not None:  # these tests are about labels; allowed traffic is elsewhere
-            self.learned.append((event, facts, label))
+            self.learn_label(event, self.label_vector(event, facts, counters), label)
+
+    def label_vector(self, event: EventName, facts: Mapping[str, Any],
+                     counters: Mapping[str, float]) -> Mapping[str, float]:
+        ua = facts.get("device.user_agent") or ""
+        return {"ua_length": float(len(ua)),
+                **{f"counters.{name}": value for name, value in counters.items()}}
+
+    def learn_label(self, event: EventName, vector: Mapping[str, float], label: bool) -> None:
+        self.learned.append((event, vector, label))
 
 
 def engine(store: Store, tmp_path: Path, model: RecordingModel | None) -> Engine:
@@ -76,7 +93,7 @@ async def test_a_failing_model_degrades_the_decision_and_the_rules_go_on(
     assert (decision.verdict.decision, decision.degraded) == ("allow", True)
 
 
-async def test_a_label_reaches_the_model_with_the_decisions_facts_on_another_worker(
+async def test_a_label_on_another_worker_teaches_the_counters_the_decision_was_scored_with(
     store_uri: str, tmp_path: Path
 ) -> None:
     deciding, labelling = open_store(store_uri), open_store(store_uri)
@@ -84,18 +101,18 @@ async def test_a_label_reaches_the_model_with_the_decisions_facts_on_another_wor
         labelling = deciding  # one process: the memory store is not shared
     model = RecordingModel()
     try:
-        await engine(deciding, tmp_path, RecordingModel()).decide(login("r1"))
+        decider = engine(deciding, tmp_path, RecordingModel())
+        for request_id in ("r0", "r1"):  # the second login from this address counts 2
+            await decider.decide(login(request_id))
+        await decider.learn_pending()  # after the responses: the vectors are stored
         labeller = engine(labelling, tmp_path, model)
         assert await labeller.feedback("r1", "fraud", 1001.0) == "recorded"
-        labeller.learn_pending()
+        await labeller.learn_pending()
     finally:
         await deciding.close()
         await labelling.close()
-    [(event, facts, label)] = model.learned
-    assert (event, label) == ("login", True)
-    assert facts["ip"] == "198.51.100.7"
-    assert facts["account.key"] == KEYER("account", "alice@example.com")
-    assert len(facts["device.user_agent"]) == MAX_FACT_TEXT  # bounded, whatever was sent
+    assert model.learned == [("login", {"ua_length": float(len(LONG_UA)),
+                                        "counters.logins_per_ip": 2.0}, True)]
 
 
 async def test_outcomes_that_say_nothing_about_bots_teach_the_model_nothing(
@@ -105,15 +122,57 @@ async def test_outcomes_that_say_nothing_about_bots_teach_the_model_nothing(
     decider = engine(store, tmp_path, model)
     for request_id, outcome in (("r1", "login_failed"), ("r2", "legit")):
         await decider.decide(login(request_id))
+        await decider.learn_pending()
         assert await decider.feedback(request_id, outcome, 1001.0) == "recorded"
-    decider.learn_pending()
+    await decider.learn_pending()
     assert [label for _, _, label in model.learned] == [False]
 
 
-async def test_without_a_model_the_feedback_record_keeps_no_facts(
+async def test_a_label_before_its_vector_is_stored_is_counted_not_learned(
     store: Store, tmp_path: Path
 ) -> None:
-    await engine(store, tmp_path, None).decide(login("r1"))
-    (record,) = await store.apply([Get(record_key("r1"))], 1000.0)
-    assert isinstance(record, str) and '"counters"' in record
-    assert "facts" not in record and "198.51.100.7" not in record
+    model = RecordingModel()
+    decider = engine(store, tmp_path, model)
+    await decider.decide(login("r1"))
+    unlearned = metrics.MODEL_LABELS_UNLEARNED.labels("feedback")._value.get()
+    # The feedback overtakes the learning queue: the outcome still counts, only the
+    # model misses the label, and the id has taken its one outcome.
+    assert await decider.feedback("r1", "fraud", 1000.5) == "recorded"
+    await decider.learn_pending()
+    assert model.learned == []
+    assert metrics.MODEL_LABELS_UNLEARNED.labels("feedback")._value.get() == unlearned + 1
+    assert await decider.feedback("r1", "fraud", 1001.0) == "answered"
+
+
+async def test_the_stored_records_hold_no_identity(store: Store, tmp_path: Path) -> None:
+    for logins, model in enumerate((None, RecordingModel()), start=1):
+        decider = engine(store, tmp_path, model)
+        await decider.decide(login(f"r{logins}"))
+        await decider.learn_pending()
+        record, vector = await store.apply(
+            [Get(record_key(f"r{logins}")), Get(vector_key(f"r{logins}"))], 1000.0)
+        assert isinstance(record, str) and '"counters"' in record
+        assert "198.51.100.7" not in record and "alice" not in record
+        # Only a model's engine stores a vector: nothing else would read it back.
+        assert (None if vector is None else json.loads(vector)) == (None if model is None else {
+            "ua_length": float(len(LONG_UA)), "counters.logins_per_ip": float(logins)})
+
+
+async def test_with_the_model_a_decision_stays_one_evalsha_and_label_vectors_go_in_batches(
+    redis_server: RedisServer, redis_url: str, tmp_path: Path
+) -> None:
+    store = open_store(redis_url)
+    decider = Engine(load_ruleset(write_rules(tmp_path, RULES)), store, SignalExtractor(KEYER),
+                     KEYER, model=OnlineModel())
+    try:
+        await decider.decide(login("warm-up"))  # loads the script
+        await decider.learn_pending()
+        before = redis_server.command_calls("evalsha")
+        for n in range(10):
+            await decider.decide(login(f"r{n}"))
+        assert redis_server.command_calls("evalsha") - before == 10
+        # After the responses: the ten decisions' label vectors, in one store call.
+        await decider.learn_pending()
+        assert redis_server.command_calls("evalsha") - before == 11
+    finally:
+        await store.close()

@@ -22,7 +22,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -31,19 +30,17 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.testclient import TestClient
-from starlette.types import ASGIApp
 
 from riskgate.config import Config, Route, ValueSource
 from riskgate.decision.challenge import PASS_COOKIE, solve
 from riskgate.http.app import create_app
 from riskgate.http.middleware import RiskGateMiddleware
-from support import free_port, stop_process, write_rules
+from support import ThreadServer, free_port, stop_process, write_rules
 
 SECRET = "gateway-test-secret-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,35 +110,6 @@ def upstream_app() -> Starlette:
         StarletteRoute("/echo/{rest:path}", echo, methods=["GET", "POST"]),
         StarletteRoute("/slow", slow),
     ])
-
-
-class ThreadServer:
-    """A uvicorn server in a thread, on 127.0.0.1; started and stopped within bounds.
-
-    ``proxy_headers`` is off: uvicorn would otherwise rewrite the peer from
-    X-Forwarded-For for 127.0.0.1, and riskgate must apply its own trusted proxies.
-    """
-
-    def __init__(self, app: ASGIApp, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", proxy_headers=False,
-            lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> ThreadServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not start on {self.url}", pytrace=False)
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 # -- the modes ---------------------------------------------------------------------------

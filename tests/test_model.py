@@ -3,13 +3,17 @@ it, guarded against poisoning, and kept across restarts in signed snapshots."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import random
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from riskgate.cli import main
@@ -18,13 +22,13 @@ from riskgate.engine import Engine
 from riskgate.errors import ConfigError
 from riskgate.event import RiskEvent
 from riskgate.model.online import DETECTORS, OnlineModel
-from riskgate.model.snapshot import FORMAT, MAGIC, Snapshots, encode, snapshot_key
+from riskgate.model.snapshot import FORMAT, MAGIC, Snapshots, encode, read, snapshot_key
 from riskgate.rules import load_ruleset
 from riskgate.service import Service
 from riskgate.signals.extractor import SignalExtractor
 from riskgate.signals.keys import Keyer
 from riskgate.store import MemoryStore
-from support import write_rules
+from support import only, riskgate_serve, worker_pids, write_rules
 
 pytestmark = pytest.mark.anyio
 
@@ -133,6 +137,20 @@ def test_labels_teach_the_classifier_what_bots_look_like() -> None:
     assert model.score_one("login", person(rng), {})["model.bot_probability"] < 0.3
 
 
+def test_labels_teach_the_classifier_the_velocity_its_counters_read() -> None:
+    """Bots that look like people but for how fast they go: only counters tell them
+    apart, and a label carries the counters the request was scored with."""
+    rng = random.Random(6)
+    model = OnlineModel(min_labels=20)
+    for _ in range(1000):
+        model.learn_one("login", person(rng), ATTACK_COUNTERS, True)
+        if rng.random() < 0.3:
+            model.learn_one("login", person(rng), {"login_accounts_per_ip": 1.0}, False)
+    fast = model.score_one("login", person(rng), ATTACK_COUNTERS)["model.bot_probability"]
+    calm = model.score_one("login", person(rng), {"login_accounts_per_ip": 1.0})
+    assert fast > 0.7 and calm["model.bot_probability"] < 0.3
+
+
 # --- in the engine --------------------------------------------------------------------------
 
 
@@ -152,27 +170,67 @@ async def test_a_request_is_learned_after_its_decision_not_during_it(tmp_path: P
     decision = await engine.decide(login("r1"))
     assert decision.verdict.decision == "allow"
     assert "login" not in model.flows  # decided on what the model knew before it
-    assert engine.learn_pending() == 1
+    assert await engine.learn_pending() == 1
     assert model.flows["login"].samples == 1
+
+
+async def test_a_burst_beyond_the_learning_budget_is_sampled_and_time_refills_it(
+    tmp_path: Path,
+) -> None:
+    model = OnlineModel(warmup=1, max_share=1.0)
+    engine = Engine(load_ruleset(write_rules(tmp_path, RULES)), MemoryStore(),
+                    SignalExtractor(KEYER), KEYER, model=model, learn_per_second=5)
+
+    async def burst(at: float, size: int) -> int:
+        for i in range(size):
+            await engine.decide(RiskEvent(f"r{at}-{i}", "login",
+                                          ipaddress.ip_address(f"198.51.100.{i}"), at,
+                                          account="alice@example.com", user_agent=CHROME))
+        return await engine.learn_pending()
+
+    assert await burst(1000.0, 40) == 5  # forty in one instant: a second's budget
+    assert await burst(1002.0, 40) == 5  # two seconds on: refilled, to one second's worth
+    assert model.flows["login"].samples == 10
 
 
 async def test_rules_that_read_the_model_stay_silent_while_it_warms_up(tmp_path: Path) -> None:
     engine = engine_with(OnlineModel(warmup=10_000), tmp_path)
     for i in range(20):
         await engine.decide(login(f"r{i}", ip=f"198.51.100.{i}"))
-        engine.learn_pending()
+        await engine.learn_pending()
     odd = await engine.decide(RiskEvent("odd", "login", ipaddress.ip_address("203.0.113.9"),
                                         1000.0, user_agent=CHROME,
                                         headers={f"x-{i}": "1" for i in range(40)}))
     assert (odd.verdict.decision, odd.verdict.reasons, odd.degraded) == ("allow", (), False)
 
 
-async def test_traffic_a_rule_flagged_is_never_learned_as_normal(tmp_path: Path) -> None:
+GUARDED_RULES = """
+thresholds:
+  login: {challenge: 50, block: 90}
+rules:
+  - {id: new-device, events: [login], when: not device.present, score: 20}
+  - {id: scripted, events: [login], when: device.is_bot_ua, score: 60}
+  - {id: passed-challenge, events: [login], when: challenge.passed, score: -40}
+"""
+
+
+@pytest.mark.parametrize(("ua", "passed", "decision", "learned"), [
+    (CHROME, False, "allow", True),  # a weak signal (no device id) alone: ordinary
+    ("python-requests/2.31", False, "challenge", False),
+    # Under the line only thanks to its pass: a script that paid for a challenge.
+    ("python-requests/2.31", True, "allow", False),
+], ids=["weak-signal", "challenged", "allowed-by-a-pass"])
+async def test_the_detector_learns_only_what_the_rules_allowed_on_its_own_merits(
+    tmp_path: Path, ua: str, passed: bool, decision: str, learned: bool
+) -> None:
     model = OnlineModel(warmup=1)
-    engine = engine_with(model, tmp_path)
-    flagged = await engine.decide(login("r1", ua="python-requests/2.31"))
-    assert flagged.verdict.decision == "challenge"
-    assert engine.learn_pending() == 0
+    engine = Engine(load_ruleset(write_rules(tmp_path, GUARDED_RULES)), MemoryStore(),
+                    SignalExtractor(KEYER), KEYER, model=model)
+    event = RiskEvent("r1", "login", ipaddress.ip_address("198.51.100.7"), 1000.0,
+                      user_agent=ua, challenge_passed=passed)
+    decided = await engine.decide(event)
+    assert (decided.verdict.decision, decided.learned) == (decision, learned)
+    assert await engine.learn_pending() == int(learned)
 
 
 async def test_a_model_whose_state_is_corrupt_degrades_decisions_and_they_go_on(
@@ -186,7 +244,7 @@ async def test_a_model_whose_state_is_corrupt_degrades_decisions_and_they_go_on(
     model.flows["login"].detector.trees[0] = None  # a real River model, broken inside
     decision = await engine.decide(login("r2"))
     assert (decision.verdict.decision, decision.degraded) == ("allow", True)
-    engine.learn_pending()
+    await engine.learn_pending()
     assert engine.learning_failures == 1  # learning fails as well, and is counted
 
 
@@ -203,7 +261,7 @@ def service_config(tmp_path: Path, secret: str = SECRET) -> Config:
 async def learn_some(service: Service, count: int, first: int = 0) -> None:
     for i in range(first, first + count):
         await service.engine.decide(login(f"r{i}", ip=f"198.51.100.{i}"))
-    service.engine.learn_pending()
+    await service.engine.learn_pending()
 
 
 async def test_a_restart_keeps_what_the_model_learned(tmp_path: Path) -> None:
@@ -219,6 +277,25 @@ async def test_a_restart_keeps_what_the_model_learned(tmp_path: Path) -> None:
         assert model.summary()["login"]["anomaly_warm"]
     finally:
         await again.close()
+
+
+async def test_the_snapshot_timer_writes_while_the_service_runs(tmp_path: Path) -> None:
+    config = service_config(tmp_path)
+    service = Service(replace(config, model=replace(config.model,
+                                                    snapshot_interval_minutes=0.002)))
+    await service.start()
+    try:
+        await learn_some(service, 3)
+        slot = tmp_path / "model.snapshot.0"
+        deadline = time.monotonic() + 5
+        # Read before close(), which writes a snapshot of its own: only the timer can
+        # have written this one.
+        while not slot.exists() or read(slot, SECRET.encode())[0].summary().get(
+                "login", {}).get("samples") != 3:
+            assert time.monotonic() < deadline, "no timed snapshot within 5 s"
+            await asyncio.sleep(0.05)
+    finally:
+        await service.close()
 
 
 def _written(tmp_path: Path) -> bytes:
@@ -306,6 +383,42 @@ def test_each_worker_snapshots_to_its_own_slot(
     replacement = Snapshots(tmp_path / "model.snapshot", SECRET.encode())
     assert (replacement.slot, replacement.load()[0]) == (0, "learned by the first")
     replacement.release()
+
+
+def served_logins(base: str, ips: range) -> None:
+    for n in ips:
+        # A new connection each time: a kept-alive one would stay with the worker it has.
+        response = httpx.post(f"{base}/v1/decide", timeout=5, json={
+            "event": "login", "ip": f"198.51.100.{n}", "user_agent": CHROME})
+        assert response.json()["decision"] == "allow", response.text
+
+
+def test_each_served_worker_snapshots_its_own_slot_and_a_restart_restores_both(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_rules(tmp_path, RULES)
+    config = tmp_path / "riskgate.yaml"
+    config.write_text(f"secret: {SECRET}\nstore: {redis_url}\nrules: rules\n"
+                      "decision_log: null\nmodel: {enabled: true, snapshot: model.snapshot}\n")
+
+    def samples() -> list[int]:
+        code, out, err = model_show(tmp_path / "model.snapshot", config, capsys)
+        assert code == 0, err
+        return sorted(int(line.split(":")[1].strip(" ,")) for line in out.splitlines()
+                      if '"samples"' in line)
+
+    for round_, (first_learns, second_learns) in enumerate([(3, 4), (1, 1)]):
+        with riskgate_serve(config, workers=2) as (base, server):
+            first, second = workers = worker_pids(server.pid)
+            with only(first, workers):
+                served_logins(base, range(10 * round_, 10 * round_ + first_learns))
+            with only(second, workers):
+                served_logins(base, range(50 + 10 * round_, 50 + 10 * round_ + second_learns))
+        # Stopped with Ctrl-C: each worker wrote the slot it holds.
+        assert sorted(p.name for p in tmp_path.glob("model.snapshot.?")) == [
+            "model.snapshot.0", "model.snapshot.1"]
+        # The second run's workers went on from what each slot held: 3 + 1 and 4 + 1.
+        assert samples() == ([3, 4] if round_ == 0 else [4, 5])
 
 
 def model_show(snapshot: Path, config: Path, capsys: pytest.CaptureFixture[str],

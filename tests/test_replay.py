@@ -256,12 +256,25 @@ def test_malformed_lines_are_counted_and_the_first_is_located(
     assert "skipped 3 malformed lines, first at line 3 (not JSON)" in str(report).splitlines()
 
 
+def test_label_lines_are_passed_over_as_they_count_nothing(
+    scripted: tuple[Path, RuleSet], tmp_path: Path,
+) -> None:
+    log, ruleset = scripted
+    labelled = tmp_path / "labelled.log"
+    label = {"type": "label", "request_id": "r3", "time": 3.0, "event": "login",
+             "label": "bot", "source": "unsolved-challenge"}
+    labelled.write_text(log.read_text() + json.dumps(label) + "\n")
+    report = run_replay(labelled, ruleset)
+    assert (report.skipped, report.changes) == (0, ())
+    assert report.decisions == run_replay(log, ruleset).decisions
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
         ("not json at all", "not JSON"),
         ('"a string"', "not a JSON object"),
-        ('{"type": "metric"}', "type `metric` is neither decision nor feedback"),
+        ('{"type": "metric"}', "type `metric` is not decision, feedback or label"),
         ('{"type": "feedback", "request_id": "r1", "time": 1, "outcome": "won"}',
          "unknown outcome `won`"),
         ('{"type": "feedback", "request_id": "r1", "time": "noon", "outcome": "fraud"}',

@@ -6,16 +6,12 @@ a worker stopped with SIGSTOP accepts nothing, and the other one takes every req
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support import riskgate_serve, worker_pids, write_rules
+from support import only, riskgate_serve, worker_pids, write_rules
 
 SECRET = "workers-test-secret-0123"
 TOKEN = "admin-token-for-workers"
@@ -29,19 +25,6 @@ rules:
     when: counters.attempts_per_ip > 5
     action: block
 """
-
-
-@contextlib.contextmanager
-def only(worker: int, workers: list[int]) -> Iterator[None]:
-    """Every other worker is stopped inside the block, so ``worker`` takes all requests."""
-    others = [pid for pid in workers if pid != worker]
-    for pid in others:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in others:
-            os.kill(pid, signal.SIGCONT)
 
 
 def decide(base: str, ip: str) -> str:

@@ -142,6 +142,8 @@ class ModelConfig:
     min_labels: int = 20
     #: The largest share of recent learned samples one address, prefix or device gives.
     max_share: float = 0.02
+    #: Allowed requests each flow's detector learns per second at most, per worker.
+    learn_per_second: float = 200.0
     #: One of riskgate.model.online.DETECTORS; the default was chosen by bench/model_eval.py.
     detector: str = "half-space-trees"
 
@@ -167,6 +169,9 @@ class Config:
     #: by the server before any parser or cache of riskgate's sees them.
     max_header_bytes: int = 32768
     challenge_status: int = 403
+    #: How long a challenge takes an answer, in seconds. With the model on, one left
+    #: unsolved that long labels its request a bot's (docs/model.md).
+    challenge_ttl: float = 120.0
     admin_tokens: tuple[str, ...] = ()
     #: Reload rules when a file under ``rules`` changes (SIGHUP and the admin API always work).
     watch_rules: bool = True
@@ -292,11 +297,13 @@ _NUMBERS: Final[dict[str, tuple[type, float, float, str]]] = {
     "challenge_status": (int, 400, 499, "a 4xx status"),
     "memory_store_max_entries": (int, 1000, 10**9, "entries"),
     "feedback_ttl": (float, 1, 7 * 86400, "seconds"),
+    "challenge_ttl": (float, 1, 3600, "seconds"),
     "store_timeout": (float, 0.005, 10, "seconds"),
     "model.snapshot_interval_minutes": (float, 0.1, 24 * 60, "minutes"),
     "model.warmup_samples": (int, 0, 10**9, "samples"),
     "model.min_labels": (int, 1, 10**9, "labels"),
     "model.max_share": (float, 0.001, 1, "(a fraction of 1)"),
+    "model.learn_per_second": (float, 1, 10**6, "samples per second"),
 }
 
 

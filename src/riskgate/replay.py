@@ -7,7 +7,8 @@ Each decision goes through :meth:`Engine.decide_facts` with the facts the log
 recorded, so from facts onward (counters → rules → decision) a replay runs exactly
 the code a live decision runs; each feedback line goes through
 :meth:`Engine.record_outcome`, so counters fed by outcomes (failed logins) rebuild
-too. The event's own time is ``now`` everywhere, so a replay is deterministic.
+too. ``label`` lines (what the gateway taught the model) count nothing and are passed
+over. The event's own time is ``now`` everywhere, so a replay is deterministic.
 
 "Before" is what the log recorded; "after" is what the candidate rules decide. The
 :class:`ReplayReport` compares them per event and decision, per rule, and keeps a few
@@ -242,7 +243,7 @@ def _rule_ids(entry: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _parse(number: int, text: str) -> _Decided | _Feedback:
+def _parse(number: int, text: str) -> _Decided | _Feedback | None:
     try:
         entry = json.loads(text)
     except ValueError:
@@ -250,13 +251,15 @@ def _parse(number: int, text: str) -> _Decided | _Feedback:
     if not isinstance(entry, dict):
         raise _Malformed("not a JSON object")
     kind = entry.get("type")
+    if kind == "label":
+        return None  # the model's, not the counters': nothing to replay
     if kind == "feedback":
         outcome = entry.get("outcome")
         if outcome not in OUTCOMES:
             raise _Malformed(f"unknown outcome `{outcome}`")
         return _Feedback(number, _time(entry), _text(entry, "request_id"), outcome)
     if kind != "decision":
-        raise _Malformed(f"type `{kind}` is neither decision nor feedback")
+        raise _Malformed(f"type `{kind}` is not decision, feedback or label")
     event, decision, facts = entry.get("event"), entry.get("decision"), entry.get("facts")
     if event not in EVENTS:
         raise _Malformed(f"unknown event `{event}`")
@@ -281,10 +284,13 @@ def _read(path: Path) -> tuple[list[_Decided | _Feedback], int, tuple[int, str] 
                 if not text.strip():
                     continue
                 try:
-                    entries.append(_parse(number, text))
+                    parsed = _parse(number, text)
                 except _Malformed as why:
                     skipped += 1
                     first = first or (number, str(why))
+                    continue
+                if parsed is not None:
+                    entries.append(parsed)
     except OSError as exc:
         message = f"cannot read the decision log: {exc.strerror or exc}"
         raise SourceError([Problem(str(path), None, None, message)]) from None

@@ -31,6 +31,7 @@ from typing import Final
 from riskgate.config import Config, ModelConfig
 from riskgate.decision.challenge import Challenges
 from riskgate.engine.core import Engine
+from riskgate.engine.implicit import ImplicitLabels
 from riskgate.errors import StoreError, StoreVersionError
 from riskgate.model.base import Model
 from riskgate.model.online import OnlineModel
@@ -155,8 +156,11 @@ class Service:
         self.log = DecisionLog(config.decision_log) if config.decision_log else None
         self.engine = Engine(ruleset, store, prepared.signals, keyer, self.log,
                              config.feedback_ttl, runtime_lists=RuntimeLists(store, keyer),
-                             model=model)
-        self.challenges = Challenges(config.secret.encode(), store)
+                             model=model, learn_per_second=config.model.learn_per_second)
+        self.challenges = Challenges(config.secret.encode(), store, ttl=config.challenge_ttl)
+        #: With a model, how the gateway's challenges come out labels it.
+        self.implicit = (None if model is None
+                         else ImplicitLabels(self.engine, self.challenges))
         self.reloader = RuleReloader(config.rules, ruleset, self._install, keyer)
         self._watcher: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -231,6 +235,8 @@ class Service:
                 self._background.append(loop.create_task(self._snapshot_every(
                     self.snapshots, self.engine.model,
                     self.config.model.snapshot_interval_minutes)))
+        if self.implicit is not None:
+            self._background.append(loop.create_task(self.implicit.run()))
 
     async def close(self) -> None:
         for task in [*self._background, *([self._watcher] if self._watcher else [])]:
@@ -238,7 +244,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.engine.model is not None:
-            self.engine.learn_pending()
+            await self.engine.learn_pending()
         if self.snapshots is not None:
             try:
                 self.save_model()

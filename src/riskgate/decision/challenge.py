@@ -6,10 +6,16 @@ with ``difficulty`` zero bits and posts ``{id, nonce}`` to the verify URL; a cor
 answer earns the ``rg_pass`` cookie, which the engine reads as ``challenge.passed``.
 
 **Stateless issue, one write on verify.** Issuing a challenge writes nothing: the id
-is a token signed with HMAC-SHA256 that carries its own salt, difficulty, expiry and
-a tag binding it to the client, so decisions stay at one store round trip. Verifying
-writes once — ``Put(only_if_absent=True)`` on the id's MAC — so an id is good for one
-answer, right or wrong.
+is a token signed with HMAC-SHA256 that carries its own salt, difficulty, expiry, a
+tag binding it to the client and the id of the request it challenged, so decisions
+stay at one store round trip. Verifying writes once — ``Put(only_if_absent=True)`` on
+the id's MAC, holding whether the answer was right — so an id is good for one answer,
+right or wrong, and the worker that issued it can learn afterwards how it was answered
+(:meth:`Challenges.issued`), whichever worker took the answer.
+
+**Where a pass came from.** A pass earned by answering a challenge names the request
+that challenge was for (:attr:`Pass.origin`), so the gateway can tell the model that a
+client who solved it went on to behave normally (docs/model.md, implicit labels).
 
 **Key separation.** Every use of ``secret`` gets its own key, derived as
 ``HMAC(secret, "riskgate:<purpose>")``: a challenge id cannot be replayed as a pass,
@@ -58,19 +64,33 @@ BROWSER_HASHES_PER_SECOND: Final = 100_000
 _log = logging.getLogger(__name__)
 
 _VERSION: Final = "2"
+#: Ids that name the request they challenged: ``3`` and the request id before the MAC.
+_VERSION_WITH_ORIGIN: Final = "3"
 _MAC_BYTES: Final = 16  # 128-bit tags: forgery stays out of reach, cookies stay short
 _TAG_BYTES: Final = 12
 _B64: Final = r"[A-Za-z0-9_-]"
-#: version . expiry (ms) . difficulty . store-down mode . salt . binding tag . MAC
+#: The request ids a challenge or a pass may name: riskgate's own (24 hex digits) and
+#: those nginx passes back (riskgate.http.nginx accepts 8 to 64).
+_ORIGIN: Final = r"[0-9a-f]{8,64}"
+#: version . expiry (ms) . difficulty . store-down mode . salt . binding tag
+#: [. challenged request id, version 3 only] . MAC
 _ID_RE: Final = re.compile(
-    rf"2\.(\d{{1,15}})\.(\d{{1,2}})\.([oc])\.({_B64}{{22}})\.({_B64}{{16}})\.({_B64}{{22}})"
+    rf"([23])\.(\d{{1,15}})\.(\d{{1,2}})\.([oc])\.({_B64}{{22}})\.({_B64}{{16}})"
+    rf"(?:\.({_ORIGIN}))?\.({_B64}{{22}})"
 )
 #: The id's store-down mode: ``c`` (closed) refuses answers while the store cannot prove
 #: an id unused; ``o`` (open) accepts them, at worst twice from the same client.
 _CLOSED, _OPEN = "c", "o"
-#: version . expiry (s) . MAC (passes keep version 1: their format did not change)
+#: version . expiry (s) [. the challenged request id, version 2 only] . MAC
 _PASS_VERSION: Final = "1"  # noqa: S105 - a format version, not a password
-_PASS_RE: Final = re.compile(rf"1\.(\d{{1,12}})\.({_B64}{{22}})")
+_PASS_VERSION_WITH_ORIGIN: Final = "2"  # noqa: S105 - a format version, not a password
+_PASS_RE: Final = re.compile(rf"([12])\.(\d{{1,12}})(?:\.({_ORIGIN}))?\.({_B64}{{22}})")
+#: What the answer key of a spent challenge id holds: how its one answer went.
+SOLVED: Final = "solved"
+_UNSOLVED: Final = "wrong"
+#: How long the answer key outlives its challenge, so the worker that issued it can
+#: still read how it was answered once it expired (:meth:`Challenges.issued`).
+ANSWER_KEPT_SECONDS: Final = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +108,27 @@ class Verdict:
 
     status: int
     reason: str
+    #: The id of the request the answered challenge was for, when it names one.
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """A valid pass cookie; ``origin``: the request whose challenge earned it, if named."""
+
+    origin: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """What the worker that issued a challenge needs to learn later how it went."""
+
+    #: The id of the request the challenge was for.
+    origin: str
+    #: The store key its one answer is recorded under (:data:`SOLVED` when solved).
+    answer_key: str
+    #: When it stops taking answers (Unix seconds).
+    expires: float
 
 
 def leading_zero_bits(digest: bytes) -> int:
@@ -133,6 +174,17 @@ def _subkey(secret: bytes, purpose: str) -> bytes:
 
 def _mac(key: bytes, message: str, size: int = _MAC_BYTES) -> str:
     return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest()[:size])
+
+
+def _answer_key(mac: str) -> str:
+    return f"rg:ch:{mac}"
+
+
+def _origin(request_id: str) -> str:
+    if re.fullmatch(_ORIGIN, request_id) is None:
+        raise ValueError(f"request id {request_id!r} cannot be named in a challenge or a "
+                         f"pass: expected 8 to 64 lowercase hex digits")
+    return request_id
 
 
 class Challenges:
@@ -205,26 +257,36 @@ class Challenges:
         canonical = json.dumps([binding.device, binding.prefix, binding.user_agent])
         return _mac(self._binding_key, canonical, 32)
 
-    def issue_pass(self, binding: ClientBinding, now: float) -> str:
+    def issue_pass(self, binding: ClientBinding, now: float, origin: str | None = None) -> str:
         """A pass cookie value for ``binding``, valid for ``pass_ttl`` seconds from ``now``.
 
-        It holds only the expiry and a MAC over expiry and binding: the client's device
-        key, prefix and UA hash never leave the server.
+        It holds only the expiry, ``origin`` (the id of the request whose challenge
+        earned it, which that client was already told) and a MAC over them and the
+        binding: the client's device key, prefix and UA hash never leave the server.
         """
         expires = int(now + self.pass_ttl)
-        head = f"{_PASS_VERSION}.{expires}"
+        head = (f"{_PASS_VERSION}.{expires}" if origin is None
+                else f"{_PASS_VERSION_WITH_ORIGIN}.{expires}.{_origin(origin)}")
         return f"{head}.{_mac(self._pass_key, f'{head}.{self._binding_digest(binding)}')}"
+
+    def check_pass(self, cookie: str | None, binding: ClientBinding, now: float) -> Pass | None:
+        """The pass ``cookie`` holds if it is genuine, unexpired and issued to this same
+        client; None otherwise."""
+        if not cookie:
+            return None
+        match = _PASS_RE.fullmatch(cookie)
+        if match is None or int(match[2]) <= now:
+            return None
+        version, _, origin, mac = match.groups()
+        if (version == _PASS_VERSION_WITH_ORIGIN) != (origin is not None):
+            return None
+        head = cookie.rpartition(".")[0]
+        expected = _mac(self._pass_key, f"{head}.{self._binding_digest(binding)}")
+        return Pass(origin) if hmac.compare_digest(expected, mac) else None
 
     def pass_valid(self, cookie: str | None, binding: ClientBinding, now: float) -> bool:
         """Whether ``cookie`` is a genuine, unexpired pass issued to this same client."""
-        if not cookie:
-            return False
-        match = _PASS_RE.fullmatch(cookie)
-        if match is None or int(match[1]) <= now:
-            return False
-        head = f"{_PASS_VERSION}.{match[1]}"
-        expected = _mac(self._pass_key, f"{head}.{self._binding_digest(binding)}")
-        return hmac.compare_digest(expected, match[2])
+        return self.check_pass(cookie, binding, now) is not None
 
     # -- issuing ----------------------------------------------------------------------
 
@@ -239,19 +301,23 @@ class Challenges:
 
     def issue(
         self, *, score: float, binding: ClientBinding, now: float, fail_closed: bool = False,
+        request_id: str | None = None,
     ) -> dict[str, object]:
         """A new challenge, as the contract's ``challenge`` object. Writes nothing.
 
         ``fail_closed``: while the store is unreachable, refuse its answer (503) rather
         than accept it without proof that the id is unused; the id carries the choice,
-        signed, so the shared verify URL knows it.
+        signed, so the shared verify URL knows it. ``request_id``: the challenged
+        request, named in the id so that the pass its answer earns names it too.
         """
         salt = _b64(secrets.token_bytes(16))
         difficulty = self.difficulty(score)
         expires_ms = int((now + self.ttl) * 1000)
         mode = _CLOSED if fail_closed else _OPEN
-        body = (f"{_VERSION}.{expires_ms}.{difficulty}.{mode}.{salt}."
-                f"{self._tag(salt, binding)}")
+        head = f"{_VERSION}.{expires_ms}" if request_id is None \
+            else f"{_VERSION_WITH_ORIGIN}.{expires_ms}"
+        origin = "" if request_id is None else f".{_origin(request_id)}"
+        body = f"{head}.{difficulty}.{mode}.{salt}.{self._tag(salt, binding)}{origin}"
         return {
             "id": f"{body}.{_mac(self._id_key, body)}",
             "algorithm": "sha256",
@@ -260,15 +326,33 @@ class Challenges:
             "verify_url": self.verify_path,
         }
 
+    def issued(self, challenge_id: str) -> Issued | None:
+        """The request a challenge this process issued was for, where its answer will be
+        recorded and when it expires; None when it names no request.
+
+        >>> from riskgate.store import MemoryStore
+        >>> c = Challenges(b"s3cret", MemoryStore(), ttl=60)
+        >>> me = c.binding(None, "203.0.113.0/24", "Firefox")
+        >>> made = c.issue(score=0, binding=me, now=1000.0, request_id="a1b2c3d4e5f6a7b8c9d0e1f2")
+        >>> found = c.issued(str(made["id"]))
+        >>> found.origin, found.expires, found.answer_key.startswith("rg:ch:")
+        ('a1b2c3d4e5f6a7b8c9d0e1f2', 1060.0, True)
+        """
+        match = _ID_RE.fullmatch(challenge_id)
+        if match is None or match[7] is None:
+            return None
+        return Issued(match[7], _answer_key(match[8]), int(match[2]) / 1000)
+
     # -- verifying --------------------------------------------------------------------
 
     async def check(self, body: bytes, binding: ClientBinding, now: float) -> Verdict:
         """Judge one verify body; the verdict's status is 204 for a correct answer.
 
         An authentic, unexpired id posted by the client it was issued to is marked used
-        *before* the answer is judged, so it is spent whether the answer is right or
-        wrong. Forged, expired and other clients' ids are refused without touching the
-        store, so nobody but its owner can spend an id.
+        by its first answer, right or wrong, in one write that also records which it
+        was (``Verdict.origin`` names the challenged request of a right one). Forged,
+        expired and other clients' ids are refused without touching the store, so
+        nobody but its owner can spend an id.
         """
         try:
             answer = decode_json(body)
@@ -286,7 +370,9 @@ class Challenges:
         match = _ID_RE.fullmatch(challenge_id)
         if match is None:
             return Verdict(403, "unknown challenge")
-        expires_ms, difficulty, mode, salt, tag, mac = match.groups()
+        version, expires_ms, difficulty, mode, salt, tag, origin, mac = match.groups()
+        if (version == _VERSION_WITH_ORIGIN) != (origin is not None):
+            return Verdict(403, "unknown challenge")
         if not hmac.compare_digest(_mac(self._id_key, challenge_id.rpartition(".")[0]), mac):
             return Verdict(403, "unknown challenge")
         remaining_ms = int(expires_ms) - int(now * 1000)
@@ -296,9 +382,14 @@ class Challenges:
         # or an eavesdropper could make the rightful client's answer fail.
         if not hmac.compare_digest(self._tag(salt, binding), tag):
             return Verdict(403, "challenge issued to another client")
+        # Judged before it is spent (a hash, bounded by the nonce's length), so the one
+        # write that spends the id also records how it was answered.
+        solved = solves(salt, nonce, int(difficulty))
+        kept_ms = remaining_ms + int(ANSWER_KEPT_SECONDS * 1000)
         try:
             [previous] = await self._store.apply(
-                [Put(f"rg:ch:{mac}", "1", remaining_ms, only_if_absent=True)], now)
+                [Put(_answer_key(mac), SOLVED if solved else _UNSOLVED, kept_ms,
+                     only_if_absent=True)], now)
         except StoreError as error:
             if mode == _CLOSED:
                 return Verdict(503, "the challenge cannot be verified while the store is "
@@ -310,9 +401,9 @@ class Challenges:
             previous = None
         if previous is not None:
             return Verdict(403, "challenge already answered")
-        if not solves(salt, nonce, int(difficulty)):
+        if not solved:
             return Verdict(403, "wrong answer")
-        return Verdict(204, "passed")
+        return Verdict(204, "passed", origin)
 
     def pass_cookie_header(self, value: str, *, secure: bool) -> str:
         """The ``Set-Cookie`` value for a pass (written out: the attributes are contract).

@@ -54,7 +54,7 @@ class Served:
         self.service = service
         self.config = config
         self.engine = service.engine
-        self.gateway = Gateway(config, service.engine, service.challenges)
+        self.gateway = Gateway(config, service.engine, service.challenges, service.implicit)
         self._admin_tokens = [token.encode() for token in config.admin_tokens]
         # Reverse-proxy mode: the same middleware a Starlette app would use, around
         # the upstream.
@@ -64,7 +64,8 @@ class Served:
             self.proxy = ProxyApp(config.upstream, timeout=DEFAULT_TIMEOUT
                                   if upstream_timeout is None else upstream_timeout)
             self.proxied = RiskGateMiddleware(self.proxy, config=config, engine=service.engine,
-                                              challenges=service.challenges)
+                                              challenges=service.challenges,
+                                              implicit=service.implicit)
 
     async def close(self) -> None:
         if self.proxy is not None:

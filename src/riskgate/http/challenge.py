@@ -7,6 +7,7 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -99,7 +100,7 @@ class FormReplay:
 def challenge_response(
     challenges: Challenges, *, score: float, binding: ClientBinding, request_id: str, accept: str,
     status: int, now: float, method: str = "GET", fail_closed: bool = False,
-    replay: FormReplay | None = None,
+    replay: FormReplay | None = None, watch: Callable[[str], None] | None = None,
 ) -> Response:
     """The challenge answer: an HTML interstitial when ``accept`` names text/html,
     else the contract's JSON; carries the X-RiskGate-* headers.
@@ -108,10 +109,15 @@ def challenge_response(
     GET or HEAD by itself and asks the person to submit anything else again.
     ``fail_closed`` is the route's choice while the store is down (see
     :meth:`Challenges.issue`). ``replay``: the challenged form, which the page then
-    posts again by itself once the check passes.
+    posts again by itself once the check passes. ``watch``: told the challenge's id, to
+    learn later how it was answered; a watched challenge (and the pass it earns) names
+    ``request_id``, which must then be a riskgate request id (hex).
     """
     challenge = challenges.issue(score=score, binding=binding, now=now,
-                                 fail_closed=fail_closed)
+                                 fail_closed=fail_closed,
+                                 request_id=None if watch is None else request_id)
+    if watch is not None:
+        watch(str(challenge["id"]))
     headers = {
         "X-RiskGate-Decision": "challenge",
         "X-RiskGate-Request-Id": request_id,
@@ -153,7 +159,8 @@ async def verify(
         return JSONResponse(error, verdict.status, headers)
     response = Response(status_code=204, headers=headers)
     response.headers.append("Set-Cookie", challenges.pass_cookie_header(
-        challenges.issue_pass(binding, now), secure=request.url.scheme == "https"))
+        challenges.issue_pass(binding, now, verdict.origin),
+        secure=request.url.scheme == "https"))
     return response
 
 

@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from riskgate.config import Config, Route, ValueSource, fail_action
-from riskgate.decision.challenge import PASS_COOKIE, Challenges, ClientBinding
+from riskgate.decision.challenge import PASS_COOKIE, Challenges, ClientBinding, Pass
 from riskgate.engine.core import Decision, Engine
+from riskgate.engine.implicit import ImplicitLabels
 from riskgate.errors import StoreError
 from riskgate.event.types import IPAddress, Outcome, RiskEvent, capped, new_request_id
 from riskgate.http.challenge import FormReplay, challenge_response, verify, wants_html
@@ -65,6 +66,8 @@ class Scored:
     route: Route
     #: The scored request's method: the challenge page repeats a GET by itself.
     method: str
+    #: The request whose challenge earned the pass this request carried, if named.
+    pass_origin: str | None = None
 
 
 _BLOCK_PAGE: Final = """<!doctype html>
@@ -83,10 +86,14 @@ support and quote this reference:</p>
 class Gateway:
     """Everything the three gateway modes share; built once per process."""
 
-    def __init__(self, config: Config, engine: Engine, challenges: Challenges) -> None:
+    def __init__(self, config: Config, engine: Engine, challenges: Challenges,
+                 implicit: ImplicitLabels | None = None) -> None:
+        """``implicit``: where challenges and pass-holders' normal requests are reported,
+        to label the model (None: nothing learns from them)."""
         self.config = config
         self.engine = engine
         self.challenges = challenges
+        self.implicit = implicit
         self.routes = RouteMatcher(config.routes)
         self.proxies = TrustedProxies(config.trusted_proxies)
         self._key = Keyer(config.secret.encode())
@@ -109,9 +116,11 @@ class Gateway:
 
     def build_event(
         self, match: RouteMatch, view: RequestView, request_id: str, now: float
-    ) -> tuple[RiskEvent, ClientBinding]:
+    ) -> tuple[RiskEvent, ClientBinding, Pass | None]:
+        """The request's event, its client's binding and the valid pass it carries."""
         reader = ValueReader(view, match.path_params)
         binding = self.binding(view, reader)
+        held = self.challenges.check_pass(reader.text(_PASS_SOURCE), binding, now)
         event = RiskEvent(
             request_id=request_id,
             event=match.route.event,
@@ -122,9 +131,9 @@ class Gateway:
             user_agent=capped(view.headers.get("user-agent", "")) or None,
             headers=request_headers(view.headers),
             attributes=self.attributes(match.route, reader),
-            challenge_passed=self.challenges.pass_valid(reader.text(_PASS_SOURCE), binding, now),
+            challenge_passed=held is not None,
         )
-        return event, binding
+        return event, binding, held
 
     @staticmethod
     def attributes(route: Route, reader: ValueReader) -> dict[str, Any]:
@@ -144,10 +153,13 @@ class Gateway:
 
     async def score(self, match: RouteMatch, view: RequestView) -> Scored:
         now = time.time()
-        event, binding = self.build_event(match, view, new_request_id(), now)
+        event, binding, held = self.build_event(match, view, new_request_id(), now)
         fail_mode = fail_action(match.route.fail_mode or self.config.fail_mode)
         decision = await self.engine.decide(event, fail_mode=fail_mode)
-        return Scored(decision, event, binding, match.route, view.method)
+        origin = None if held is None else held.origin
+        if origin is not None and decision.normal and self.implicit is not None:
+            self.implicit.followed_normally(origin)
+        return Scored(decision, event, binding, match.route, view.method, origin)
 
     async def note_unscored(self, view: RequestView) -> None:
         """Record the device id of an unscored request (a page, a search) as seen."""
@@ -216,7 +228,8 @@ class Gateway:
         response = challenge_response(
             self.challenges, score=score, binding=binding, request_id=request_id, accept=accept,
             status=self.config.challenge_status, now=time.time(), method=method,
-            fail_closed=fail_closed, replay=replay)
+            fail_closed=fail_closed, replay=replay,
+            watch=None if self.implicit is None else self.implicit.challenged)
         for name, value in self.decision_headers("challenge", request_id).items():
             response.headers[name] = value
         return response

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from riskgate.config import Config
 from riskgate.decision.challenge import VERIFY_PATH, Challenges
 from riskgate.engine.core import Engine
+from riskgate.engine.implicit import ImplicitLabels
 from riskgate.errors import InputError
 from riskgate.event.body import read_body
 from riskgate.event.types import new_request_id
@@ -38,7 +39,8 @@ class RiskGateMiddleware:
 
     ``RiskGateMiddleware(app, config=config)`` builds its own :class:`Service` when the
     app starts (the ASGI lifespan) and closes it when the app stops; pass ``engine``
-    (and ``challenges``) to share those of a running riskgate service instead.
+    (and ``challenges``, and ``implicit`` for the model's labels from challenges) to
+    share those of a running riskgate service instead.
 
     It leaves the host process alone unless asked: ``effects`` (a
     :class:`~riskgate.service.HostEffects`) opts in to freezing the garbage collector,
@@ -53,6 +55,7 @@ class RiskGateMiddleware:
         config: Config,
         engine: Engine | None = None,
         challenges: Challenges | None = None,
+        implicit: ImplicitLabels | None = None,
         effects: HostEffects = NO_HOST_EFFECTS,
     ) -> None:
         self.app = app
@@ -61,8 +64,9 @@ class RiskGateMiddleware:
         self.gateway: Gateway | None = None
         if engine is not None:
             if challenges is None:
-                challenges = Challenges(config.secret.encode(), engine.store)
-            self.gateway = Gateway(config, engine, challenges)
+                challenges = Challenges(config.secret.encode(), engine.store,
+                                        ttl=config.challenge_ttl)
+            self.gateway = Gateway(config, engine, challenges, implicit)
         self._limit = config.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -162,7 +166,8 @@ class RiskGateMiddleware:
             if message["type"] == "lifespan.startup":
                 service = Service(self.config)
                 await service.start(self.effects)
-                self.gateway = Gateway(self.config, service.engine, service.challenges)
+                self.gateway = Gateway(self.config, service.engine, service.challenges,
+                                       service.implicit)
             elif message["type"] == "lifespan.shutdown" and service is not None:
                 self.gateway = None
                 await service.close()

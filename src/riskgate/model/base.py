@@ -2,12 +2,12 @@
 
 The engine calls :meth:`Model.score_one` on the request path with the decision's facts
 and counters, and puts what it returns among the facts before the rules run
-(``model.anomaly``, ``model.bot_probability``). It calls :meth:`Model.learn_one` after
-the response, off the request path: with no label for a request that was allowed and
-matched no rule adding risk, and with a label when an outcome labels a decision (then
-with the facts that decision was made from, kept bounded in its feedback record, and
-no counters). A model that raises while scoring sets the decision's ``degraded`` flag
-and the decision goes on without it.
+(``model.anomaly``, ``model.bot_probability``). Everything else happens after the
+response, off the request path: :meth:`Model.learn_one` for a request that was allowed
+and matched no rule adding risk, and :meth:`Model.label_vector` for every decision, kept
+in the store so that a label arriving later, maybe at another worker, can teach
+:meth:`Model.learn_label` exactly what the request was scored with. A model that raises
+while scoring sets the decision's ``degraded`` flag and the decision goes on without it.
 """
 
 from __future__ import annotations
@@ -47,4 +47,14 @@ class Model(Protocol):
     def learn_one(self, event: EventName, facts: Mapping[str, Any],
                   counters: Mapping[str, float], label: Label) -> None:
         """Learn from one decided request and, when an outcome labelled it, its label."""
+        ...
+
+    def label_vector(self, event: EventName, facts: Mapping[str, Any],
+                     counters: Mapping[str, float]) -> Mapping[str, float]:
+        """What a label on this request will teach: the features it was scored with,
+        numbers in [0, 1] that name no client (they are kept in the store)."""
+        ...
+
+    def learn_label(self, event: EventName, vector: Mapping[str, float], label: bool) -> None:
+        """Learn a label (True: a bot) for a request with this :meth:`label_vector`."""
         ...

@@ -59,6 +59,19 @@ ATTRIBUTES_DROPPED = Counter(
     ["event", "attribute"], registry=REGISTRY,
 )
 
+MODEL_LABELS = Counter(
+    "riskgate_model_labels",
+    "Labels the model learned, by source (feedback, unsolved-challenge, passed-challenge) "
+    "and label (bot, human).",
+    ["source", "label"], registry=REGISTRY,
+)
+MODEL_LABELS_UNLEARNED = Counter(
+    "riskgate_model_labels_unlearned",
+    "Labels the model could not learn because their decision's label vector was not "
+    "stored (it came too soon, or the learning queue dropped it), by source.",
+    ["source"], registry=REGISTRY,
+)
+
 
 # labels() takes a lock and builds a tuple on every call; a decision would pay for
 # that several times, so the labelled children are looked up once and kept.

@@ -147,6 +147,12 @@ CATALOG: Final[dict[str, SignalSpec]] = _catalog(
                    "Seconds since this device id was first seen on any request through the "
                    "gateway, scored or not (0 the first time).",
                    "store", "one op in the decision's round trip"),
+        SignalSpec("device.browsed", "bool",
+                   "This device id was seen on an unscored request (a page's script call, a "
+                   "search) in the last hour. None without a device id, and until the "
+                   "gateway has seen any unscored request carry one (decision API alone, "
+                   "or pages that never send it).",
+                   "store", "one op in the decision's round trip"),
         SignalSpec("account.travel_speed_kmh", "float",
                    "Great-circle speed from the account's previous login location, km/h.",
                    "store + MaxMind City", "one op in the decision's round trip"),

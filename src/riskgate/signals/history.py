@@ -20,6 +20,11 @@ from riskgate.store import Op, Remember, Result
 REMEMBER_SECONDS: Final = 90 * 86400
 _REMEMBER_MS: Final = REMEMBER_SECONDS * 1000
 
+#: How long a device id's last request on an unscored route (a page's script, a search)
+#: counts as browsing for the protected requests that follow.
+BROWSE_SECONDS: Final = 3600
+_BROWSE_MS: Final = BROWSE_SECONDS * 1000
+
 HISTORY_FACTS: Final = ("device.first_seen_age", "account.travel_speed_kmh",
                         "account.new_country")
 
@@ -34,18 +39,36 @@ def device_sighting(device_key: str, now: float) -> Op:
     return Remember(f"rg:fs:{{{device_key}}}", repr(now), _REMEMBER_MS, only_if_absent=True)
 
 
+def _browse_key(device_key: str) -> str:
+    return f"rg:br:{{{device_key}}}"
+
+
+def browsing(device_key: str, now: float) -> list[Op]:
+    """What an unscored request carrying a (keyed) device id leaves behind: the device's
+    first sighting, and that it browsed within the last :data:`BROWSE_SECONDS`.
+
+    A person's device searches flights and reads offers before it holds, redeems or
+    signs up; a script that knows the flight posts the hold and nothing else.
+    """
+    return [device_sighting(device_key, now), Remember(_browse_key(device_key), "1", _BROWSE_MS)]
+
+
 def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[str, Op]]:
     """The store ops this request's history needs, each named by what it remembers.
 
     >>> [name for name, _ in history_ops("login", {"device.key": "d1", "account.key": "a1",
     ...     "ip.lat": 51.5, "ip.lon": -0.1, "ip.country": "GB"}, 1000.0)]
-    ['first_seen', 'last_login']
+    ['first_seen', 'browsed', 'last_login']
     """
     ops: list[tuple[str, Op]] = []
     # Hash tags on the identity put these keys in the slot of that identity's counters.
     device = facts.get("device.key")
     if device:
         ops.append(("first_seen", device_sighting(device, now)))
+        # Read by writing: a scored request leaves "0" where nothing is (Remember has no
+        # plain read, which lets the store page it), and browsing overwrites it with "1".
+        ops.append(("browsed", Remember(_browse_key(device), "0", _BROWSE_MS,
+                                        only_if_absent=True)))
     account = facts.get("account.key")
     lat, lon = facts.get("ip.lat"), facts.get("ip.lon")
     # Travel is measured between logins: a booking from a hotel is not a new login place.
@@ -57,12 +80,21 @@ def history_ops(event: str, facts: Mapping[str, Any], now: float) -> list[tuple[
 
 def history_facts(
     names: Sequence[str], results: Sequence[Result] | None, facts: Mapping[str, Any],
-    now: float,
+    now: float, *, sees_browsing: bool = True,
 ) -> dict[str, Any]:
     """The history signals from the answers to :func:`history_ops` (None: store failed).
 
+    ``sees_browsing``: whether unscored requests with device ids reach this process at
+    all. Until one has, ``device.browsed`` is left as the facts have it (None live, the
+    logged value in replay): a deployment whose pages never send a device id, or the
+    decision API alone, must not read every device as one that never browsed.
+
     >>> history_facts(["first_seen"], ["400.0"], {}, 1000.0)["device.first_seen_age"]
     600.0
+    >>> history_facts(["browsed"], [None], {}, 1000.0)["device.browsed"]
+    False
+    >>> "device.browsed" in history_facts(["browsed"], [None], {}, 1000.0, sees_browsing=False)
+    False
     >>> history_facts(["last_login"], ["48.86,2.35,0.0,FR"],
     ...               {"ip.lat": 51.51, "ip.lon": -0.13, "ip.country": "GB"}, 3600.0)
     {'device.first_seen_age': None, 'account.travel_speed_kmh': 343.5, 'account.new_country': True}
@@ -74,6 +106,8 @@ def history_facts(
         if name == "first_seen":
             first = float(previous) if isinstance(previous, str) else now
             derived["device.first_seen_age"] = max(0.0, now - first)
+        elif name == "browsed" and sees_browsing:
+            derived["device.browsed"] = previous == "1"
         elif name == "last_login" and isinstance(previous, str):
             lat, lon, then, country = previous.split(",")
             derived["account.travel_speed_kmh"] = round(travel_speed_kmh(

@@ -122,7 +122,14 @@ class Channel:
             self._idle.append(conn)
 
     async def check_version(self) -> None:
-        """Refuse a server older than the script needs (``SET ... NX GET`` is Redis 7)."""
+        """Refuse a server older than the script needs (``SET ... NX GET`` is Redis 7),
+        and load the script.
+
+        Loaded here, before the first request, rather than on the first ``NOSCRIPT``:
+        that costs the first batch three round trips, and a burst of first requests on a
+        busy machine outran ``store_timeout`` with it (decisions degraded, and the
+        device sightings of the first visitors lost; docs/detection.md, Limits).
+        """
         reply = await self.submit(pack(("INFO", "server")))
         if isinstance(reply, BaseException):
             raise StoreError(f"counter store {self.where}: INFO failed: {reply}")
@@ -132,6 +139,9 @@ class Channel:
                 f"counter store {self.where} runs Redis {old}; riskgate's script needs Redis "
                 f"{MIN_REDIS_MAJOR} or newer (SET ... NX GET): upgrade it (or use Valkey "
                 "7.2+, or memory:// for one process)")
+        loaded = await self.submit(_LOAD)
+        if isinstance(loaded, BaseException):
+            raise StoreError(f"counter store {self.where}: SCRIPT LOAD failed: {loaded}")
 
     async def close(self) -> None:
         while self._tasks:

@@ -1,0 +1,149 @@
+"""Where a decision's CPU goes: py-spy samples `riskgate serve` under the bench's load.
+
+Starts Redis and one `riskgate serve` worker (the bench's configuration: the bundled
+rules, the decision log to a file), drives `/v1/decide` with wrk and the bench's bodies,
+and samples the worker with py-spy. It prints each stage's share of the samples, from
+the innermost frame that says which stage it is, and writes the folded stacks (open them
+in https://www.speedscope.app or flamegraph.pl) next to the results.
+
+    make bench-profile            # or: .venv/bin/python bench/profile.py --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import workload
+from harness import (
+    HERE,
+    BenchError,
+    Child,
+    free_port,
+    redis_server,
+    riskgate_argv,
+    riskgate_config,
+    seconds,
+    stopping,
+    wrk,
+)
+
+#: Stages by the file a frame runs in, most specific first; the first that matches
+#: the innermost frame wins, so time spent in a library on a stage's behalf (hiredis
+#: parsing for the store, ua-parser for signals) is charged to the library, and the
+#: riskgate frame that called it is what the "via" column names.
+STAGES: tuple[tuple[str, str], ...] = (
+    ("riskgate/store/", "store client (riskgate)"),
+    ("riskgate/signals/", "signals"),
+    ("riskgate/rules/", "rules"),
+    ("riskgate/model/", "model"),
+    ("riskgate/engine/", "engine (planning, stages)"),
+    ("riskgate/decision/", "decision"),
+    ("riskgate/event/", "request parsing"),
+    ("riskgate/observability/", "metrics and decision log"),
+    ("riskgate/http/", "http (riskgate)"),
+    ("riskgate/", "riskgate, other"),
+    ("/redis/", "redis-py"),
+    ("hiredis", "redis-py"),
+    ("/prometheus_client/", "metrics and decision log"),
+    ("orjson", "json (orjson)"),
+    ("/river/", "model"),
+    ("/ua_parser/", "signals"),
+    ("/maxminddb/", "signals"),
+    ("/uvicorn/", "server (uvicorn, httptools)"),
+    ("httptools", "server (uvicorn, httptools)"),
+    ("/starlette/", "starlette"),
+    ("/asyncio/", "event loop (asyncio, uvloop)"),
+    ("uvloop", "event loop (asyncio, uvloop)"),
+)
+
+
+def stage_of(stack: list[str]) -> str:
+    """The stage of one sampled stack (frames outermost first, as py-spy folds them).
+
+    >>> stage_of(["run (uvloop/__init__.py:82)", "decide (riskgate/engine/core.py:120)",
+    ...           "facts (riskgate/signals/extractor.py:130)"])
+    'signals'
+    >>> stage_of(["run (uvloop/__init__.py:82)"])
+    'event loop (asyncio, uvloop)'
+    """
+    for frame in reversed(stack):
+        for marker, stage in STAGES:
+            if marker in frame:
+                return stage
+    return "other (interpreter, C)"
+
+
+def shares(folded: Path) -> tuple[collections.Counter[str], int]:
+    """Samples per stage, and the total, from py-spy's raw (folded) output."""
+    per_stage: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in folded.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        per_stage[stage_of(stack.split(";"))] += samples
+        total += samples
+    return per_stage, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds sampled")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--model", action="store_true", help="with the online model on")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "profile.folded")
+    args = parser.parse_args(argv)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
+    with tempfile.TemporaryDirectory(prefix="riskgate-profile-") as name:
+        tmp = Path(name)
+        bodies = tmp / "bodies.jsonl"
+        workload.write_bodies(bodies)
+        with redis_server(tmp) as redis:
+            port = free_port()
+            config = riskgate_config(tmp / "riskgate.yaml", f"redis://127.0.0.1:{redis.port}/0",
+                                     HERE.parent / "rules", tmp / "decisions.jsonl",
+                                     "model: {enabled: true}\n" if args.model else "")
+            server = Child.listening("riskgate", riskgate_argv(config, port), port,
+                                     tmp / "riskgate.log")
+            with stopping([server]):
+                url = f"http://127.0.0.1:{port}/v1/decide"
+                wrk("decide.lua", url, "3s", 1, args.connections, str(bodies))  # warm-up
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                # --gil: only samples of the thread holding the GIL count, so the shares
+                # are of the Python work that bounds one worker, not of threads waiting
+                # (the decision log's writer) or of the loop waiting in epoll.
+                sampler = subprocess.Popen(
+                    [py_spy, "record", "--gil", "--pid", str(server.proc.pid),
+                     "--rate", str(args.rate),
+                     "--duration", str(args.duration), "--format", "raw", "--output",
+                     str(args.out), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                load = wrk("decide.lua", url, f"{args.duration + 2}s", 1, args.connections,
+                           str(bodies))
+                _, err = sampler.communicate(timeout=seconds(f"{args.duration}s") + 30)
+                if sampler.returncode != 0:
+                    raise BenchError(f"py-spy failed: {err.decode(errors='replace')}")
+    per_stage, total = shares(args.out)
+    print(f"profile: {load['rps']:,.0f} decisions/s under load, {total} samples "
+          f"at {args.rate}/s; folded stacks: {args.out}")
+    for stage, samples in per_stage.most_common():
+        print(f"  {stage:<34} {100 * samples / total:5.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        print(f"profile: {error}", file=sys.stderr)
+        sys.exit(1)
