@@ -162,7 +162,7 @@ def redis_figures(args: argparse.Namespace, ruleset: RuleSet) -> dict[str, Any]:
                 kept = "history" if key.split(":")[3] == history else "counters"
                 longest[kept] = max(longest[kept], ttl)
                 fullest = max(fullest, fields)
-                tables += encoding != "listpack"
+                tables += encoding == "hashtable"  # None: expired meanwhile
         record = FeedbackRecord("login", {
             "login_failures_per_ip": ("rg:c:login_failures_per_ip:{203.0.113.77}", None),
             "login_failures_per_device": ("rg:c:login_failures_per_device:{"

@@ -53,13 +53,13 @@ _FIELD_MASK = (1 << 8 * FIELD_BYTES) - 1
 #:   few more, 14 B for a count against 56 B as a hash table entry; Redis keeps a hash
 #:   one up to ``hash-max-listpack-entries`` fields (512 by default) and 64-byte values.
 #:   bench/memory_bench.py (a million addresses, 200,000 devices and accounts) fills the
-#:   one-hour pages with some 66 fields, the fullest page with 119: four times that
-#:   traffic within a generation still fits. Beyond it the fullest pages turn into hash
-#:   tables one by one, each of their fields costing four times as much, unless the
-#:   limit is raised, and every lookup scans longer pages (a miss costs 2.7 µs in 512
-#:   fields, 0.9 in 128), or GROUP_BITS grows by a bit per doubling. Half as many groups
-#:   would save 10 MB of keys per million addresses and scan pages twice as long; twice
-#:   as many cost 20 MB more and saved 0 to 4 % of Redis CPU.
+#:   one-hour pages with some 66 fields, the fullest page with 140: three and a half
+#:   times that traffic within a generation still fits. Beyond it the fullest pages
+#:   turn into hash tables one by one, each of their fields costing four times as much,
+#:   unless the limit is raised, and every lookup scans longer pages (a miss costs
+#:   2.7 µs in 512 fields, 0.9 in 128), or GROUP_BITS grows by a bit per doubling. Half
+#:   as many groups would save 10 MB of keys per million addresses and scan pages twice
+#:   as long; twice as many cost 20 MB more and saved 0 to 4 % of Redis CPU.
 #: - generation: a counter of window ``W`` (buckets of ``W/10``) lives in generation
 #:   ``floor(newest bucket / 20)`` of pages 20 buckets, two windows, long. A gateway whose
 #:   clock lags by up to a window must count what the others count (the contract suite
