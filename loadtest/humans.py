@@ -154,44 +154,51 @@ class LeisureMobile(LeisureDesktop):
     mobile = True
 
 
-class CorporateNat(Human):
+class BehindOneAddress(Human):
+    """People behind one shared address, each on their own stack and device, visiting
+    in turn; subclasses name the address and the stack one of them uses."""
+
+    abstract = True
+    address: str
+
+    def own_stack(self) -> Stack:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        self.people = {account.email: (account, self.own_stack(), _device(self.rng))
+                       for account in self.own_accounts()[self.number::self.fixed_count]}
+
+    def arrive(self) -> Visit:
+        self.current = self.people[self.next_account().email]
+        _, stack, device = self.current
+        return Visit(self, self.ledger, self.persona, stack, self.address, device)
+
+
+class CorporateNat(BehindOneAddress):
     """Colleagues behind one office address, each on their own laptop and account."""
 
     persona = "corporate_nat"
     fixed_count = 3
     accounts = 36
-    office = "198.51.100.20"
+    address = "198.51.100.20"
 
-    def setup(self) -> None:
-        # Each user plays a dozen colleagues, with their own browser and device.
-        self.colleagues = {account.email: (account, person_stack(self.rng), _device(self.rng))
-                           for account in self.own_accounts()[self.number::self.fixed_count]}
-
-    def arrive(self) -> Visit:
-        self.current = self.colleagues[self.next_account().email]
-        _, stack, device = self.current
-        return Visit(self, self.ledger, self.persona, stack, self.office, device)
+    def own_stack(self) -> Stack:
+        return person_stack(self.rng)
 
     def journey(self, visit: Visit) -> bool:
         return self.browse_sign_in_and_hold(visit, self.current[0])
 
 
-class AppCgnat(Human):
+class AppCgnat(BehindOneAddress):
     """The airline's own app on forty phones behind one carrier-grade-NAT address."""
 
     persona = "app_cgnat"
     fixed_count = 4
     accounts = 40
-    cgnat = "172.58.10.77"  # a mobile carrier's public NAT address
+    address = "172.58.10.77"  # a mobile carrier's public NAT address
 
-    def setup(self) -> None:
-        self.phones = {account.email: (account, app_stack(self.rng), _device(self.rng))
-                       for account in self.own_accounts()[self.number::self.fixed_count]}
-
-    def arrive(self) -> Visit:
-        self.current = self.phones[self.next_account().email]
-        _, stack, device = self.current
-        return Visit(self, self.ledger, self.persona, stack, self.cgnat, device)
+    def own_stack(self) -> Stack:
+        return app_stack(self.rng)
 
     def journey(self, visit: Visit) -> bool:
         account = self.current[0]

@@ -92,7 +92,7 @@ class LearningBudget:
             # Event times may step back a little (clients' clocks, replay): never a refill.
             tokens = min(self.per_second,
                          self._tokens[event] + max(0.0, now - last) * self.per_second)
-        self._last[event] = max(now, last) if last is not None else now
+        self._last[event] = now if last is None else max(now, last)
         if tokens < 1.0:
             self._tokens[event] = tokens
             return False
