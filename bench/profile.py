@@ -2,7 +2,9 @@
 
 Starts Redis and one `riskgate serve` worker (the bench's configuration: the bundled
 rules, the decision log to a file), drives `/v1/decide` with wrk and the bench's bodies,
-and samples the worker with py-spy. It prints each stage's share of the samples, from
+and samples the worker with py-spy. With ``--proxy``, riskgate is the reverse proxy of
+the proxy bench instead (its routes, in front of the trivial upstream, driven with the
+proxy workload). It prints each stage's share of the samples, from
 the innermost frame that says which stage it is, and writes the folded stacks (open them
 in https://www.speedscope.app or flamegraph.pl) next to the results.
 
@@ -19,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import proxy_workload
 import workload
 from harness import (
     HERE,
@@ -30,10 +33,13 @@ from harness import (
     riskgate_config,
     seconds,
     stopping,
+    uvicorn_argv,
     wrk,
 )
+from proxy_bench import PROXY_ROUTES
 
-#: Stages by the file a frame runs in, most specific first; the first that matches
+#: Stages by the file a frame runs in (py-spy names it from its package, as in
+#: ``(uvicorn/server.py:12)``), most specific first; the first that matches
 #: the innermost frame wins, so time spent in a library on a stage's behalf (hiredis
 #: parsing for the store, ua-parser for signals) is charged to the library, and the
 #: riskgate frame that called it is what the "via" column names.
@@ -48,17 +54,20 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("riskgate/observability/", "metrics and decision log"),
     ("riskgate/http/", "http (riskgate)"),
     ("riskgate/", "riskgate, other"),
-    ("/redis/", "redis-py"),
+    ("(redis/", "redis-py"),
     ("hiredis", "redis-py"),
-    ("/prometheus_client/", "metrics and decision log"),
+    ("(prometheus_client/", "metrics and decision log"),
     ("orjson", "json (orjson)"),
-    ("/river/", "model"),
-    ("/ua_parser/", "signals"),
-    ("/maxminddb/", "signals"),
-    ("/uvicorn/", "server (uvicorn, httptools)"),
+    ("(river/", "model"),
+    ("(ua_parser/", "signals"),
+    ("(maxminddb/", "signals"),
+    ("(uvicorn/", "server (uvicorn, httptools)"),
     ("httptools", "server (uvicorn, httptools)"),
-    ("/starlette/", "starlette"),
-    ("/asyncio/", "event loop (asyncio, uvloop)"),
+    ("(starlette/", "starlette"),
+    ("(aiohttp/", "upstream client (aiohttp)"),
+    ("(multidict/", "upstream client (aiohttp)"),
+    ("(yarl/", "upstream client (aiohttp)"),
+    ("(asyncio/", "event loop (asyncio, uvloop)"),
     ("uvloop", "event loop (asyncio, uvloop)"),
 )
 
@@ -99,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--model", action="store_true", help="with the online model on")
+    parser.add_argument("--proxy", action="store_true",
+                        help="profile the reverse proxy (the proxy bench's set-up)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "profile.folded")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -106,18 +117,32 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
     with tempfile.TemporaryDirectory(prefix="riskgate-profile-") as name:
         tmp = Path(name)
-        bodies = tmp / "bodies.jsonl"
-        workload.write_bodies(bodies)
         with redis_server(tmp) as redis:
-            port = free_port()
-            config = riskgate_config(tmp / "riskgate.yaml", f"redis://127.0.0.1:{redis.port}/0",
-                                     HERE.parent / "rules", tmp / "decisions.jsonl",
-                                     "model: {enabled: true}\n" if args.model else "")
-            server = Child.listening("riskgate", riskgate_argv(config, port), port,
-                                     tmp / "riskgate.log")
-            with stopping([server]):
-                url = f"http://127.0.0.1:{port}/v1/decide"
-                wrk("decide.lua", url, "3s", 1, args.connections, str(bodies))  # warm-up
+            children: list[Child] = []
+            with stopping(children):
+                store = f"redis://127.0.0.1:{redis.port}/0"
+                extra = "model: {enabled: true}\n" if args.model else ""
+                if args.proxy:
+                    upstream_port = free_port()
+                    children.append(Child.listening(
+                        "upstream", uvicorn_argv("baselines:upstream_app", upstream_port),
+                        upstream_port, tmp / "upstream.log"))
+                    extra += (f"upstream: http://127.0.0.1:{upstream_port}\n"
+                              "trusted_proxies: [127.0.0.1/32]\n"
+                              "device_id: header:X-Device-Id\n" + PROXY_ROUTES)
+                    script, path, requests = "proxy.lua", "/", tmp / "requests.tsv"
+                    proxy_workload.write_requests(requests)
+                else:
+                    script, path, requests = "decide.lua", "/v1/decide", tmp / "bodies.jsonl"
+                    workload.write_bodies(requests)
+                port = free_port()
+                config = riskgate_config(tmp / "riskgate.yaml", store, HERE.parent / "rules",
+                                         tmp / "decisions.jsonl", extra)
+                server = Child.listening("riskgate", riskgate_argv(config, port), port,
+                                         tmp / "riskgate.log")
+                children.append(server)
+                url = f"http://127.0.0.1:{port}{path}"
+                wrk(script, url, "3s", 1, args.connections, str(requests))  # warm-up
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 # --gil: only samples of the thread holding the GIL count, so the shares
                 # are of the Python work that bounds one worker, not of threads waiting
@@ -128,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                      "--duration", str(args.duration), "--format", "raw", "--output",
                      str(args.out), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                load = wrk("decide.lua", url, f"{args.duration + 2}s", 1, args.connections,
-                           str(bodies))
+                load = wrk(script, url, f"{args.duration + 2}s", 1, args.connections,
+                           str(requests))
                 _, err = sampler.communicate(timeout=seconds(f"{args.duration}s") + 30)
                 if sampler.returncode != 0:
                     raise BenchError(f"py-spy failed: {err.decode(errors='replace')}")
     per_stage, total = shares(args.out)
-    print(f"profile: {load['rps']:,.0f} decisions/s under load, {total} samples "
+    served = "requests" if args.proxy else "decisions"
+    print(f"profile: {load['rps']:,.0f} {served}/s under load, {total} samples "
           f"at {args.rate}/s; folded stacks: {args.out}")
     for stage, samples in per_stage.most_common():
         print(f"  {stage:<34} {100 * samples / total:5.1f} %")

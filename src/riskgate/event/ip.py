@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from riskgate.event.types import IPAddress
 
 
+# Clients send many requests from one address, and ipaddress parses in Python (a few
+# µs); only valid addresses are remembered, so junk cannot fill the cache.
+@functools.lru_cache(maxsize=16384)
 def parse_ip(text: str) -> IPAddress:
     """An IPv4 or IPv6 address as ``ipaddress`` reads it, without zone ids.
 

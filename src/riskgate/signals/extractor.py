@@ -25,7 +25,7 @@ from riskgate.signals.geoip import (
 )
 from riskgate.signals.headers import check_headers
 from riskgate.signals.identity import DisposableDomains, IdentitySignals, username_shape
-from riskgate.signals.keys import Keyer, email_domain, ip_prefix
+from riskgate.signals.keys import Keyer, email_domain, ip_prefix, ip_text
 from riskgate.signals.useragent import UAClassifier
 
 
@@ -121,7 +121,7 @@ class SignalExtractor:
         tls = event.headers.get(self._tls_header) if self._tls_header else None
         facts: dict[str, Any] = {
             "event": event.event,
-            "ip": str(ip),
+            "ip": ip_text(ip),
             "ip.version": ip.version,
             "ip.prefix": ip_prefix(ip),
             "account.present": event.account is not None,
