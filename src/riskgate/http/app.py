@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from riskgate.config import Config, load_config
@@ -116,6 +116,31 @@ def _starting() -> Response:
     return JSONResponse({"error": "riskgate is starting"}, status_code=503)
 
 
+class _OwnRoutesFirst:
+    """Hands requests that none of riskgate's own routes takes straight to the upstream's.
+
+    Starlette's router ends there too (the upstream is mounted at ``/`` after riskgate's
+    routes), but through Starlette's error and exception middleware, which wrap every
+    ``send`` of the response: Starlette's share of the reverse proxy's CPU went from
+    8 % to 4 % without them (bench/profile.py --proxy), and the gateway's middleware
+    answers its requests' errors itself. Only
+    a route's full match is riskgate's, as in Starlette's router: ``POST /healthz``
+    goes upstream.
+    """
+
+    def __init__(self, app: Starlette, upstream: ASGIApp) -> None:
+        self.app = app
+        self.upstream = upstream
+        self._own = [route for route in app.routes if not isinstance(route, Mount)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(
+                route.matches(scope)[0] is Match.FULL for route in self._own):
+            await self.app(scope, receive, send)
+        else:
+            await self.upstream(scope, receive, send)
+
+
 def create_app(config: Config, *, upstream_timeout: float | None = None) -> ASGIApp:
     """The riskgate ASGI app for ``config``; the service is built when the app starts.
 
@@ -177,7 +202,8 @@ def create_app(config: Config, *, upstream_timeout: float | None = None) -> ASGI
         exception_handlers={InputError: _input_error},
         lifespan=lifespan,
     )
-    api = DecisionAPI(app, lambda: None if served is None else served.service)
+    routed: ASGIApp = _OwnRoutesFirst(app, proxied) if upstream else app
+    api = DecisionAPI(routed, lambda: None if served is None else served.service)
     if config.upstream is None:
         # Decision-API-only: the listener is the frontends' own, internal by deployment.
         return api
