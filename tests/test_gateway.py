@@ -109,6 +109,8 @@ def upstream_app() -> Starlette:
         StarletteRoute("/api/promotions/{code}/redeem", redeem, methods=["POST"]),
         StarletteRoute("/echo/{rest:path}", echo, methods=["GET", "POST"]),
         StarletteRoute("/slow", slow),
+        # The upstream's own POST on a path riskgate answers GET on.
+        StarletteRoute("/healthz", echo, methods=["POST"]),
     ])
 
 
@@ -524,5 +526,9 @@ def test_riskgate_routes_keep_working_in_front_of_an_upstream(
         health = client.request("GET", "/healthz")
         decide = client.request("POST", "/v1/decide",
                                 json={"event": "login", "ip": "198.51.100.7"})
+        upstreams = client.request("POST", "/healthz", content=b"ping")
     assert health.json() == {"alive": True}
     assert decide.json()["decision"] == "allow"
+    # Only a route riskgate serves for the method is riskgate's; the rest is forwarded.
+    assert upstreams.json()["path"] == "/healthz"
+    assert upstreams.json()["length"] == 4
