@@ -3,8 +3,9 @@
 ``make bench`` measures whole servers under wrk, where the server, the kernel and wrk
 share the machine's cores and one change's effect drowns in their noise. This drives the
 very app ``riskgate serve`` runs (bundled rules, a real Redis, the decision log to a
-file) by calling it as uvicorn would, ``--concurrency`` requests in flight, and reports
-the process's CPU time per decision (all threads: the decision log's writer too). To
+file) by calling it as uvicorn would, on uvloop, ``--concurrency`` requests in flight,
+and reports the process's CPU time per decision (all threads: the decision log's
+writer too). To
 compare two trees, run each tree's copy with its own interpreter, alternating:
 
     .venv/bin/python bench/inprocess.py [--model]
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
 import workload
 from harness import ROOT, redis_server, riskgate_config
 
@@ -108,7 +110,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, redis_server(Path(directory)) as redis:
-        runs = asyncio.run(_measure(args, redis.port, Path(directory)))
+        # The event loop riskgate serve runs on (uvicorn picks uvloop when installed).
+        runs = uvloop.run(_measure(args, redis.port, Path(directory)))
     print(f"inprocess: {statistics.median(runs):.0f} µs CPU per decision (median of "
           f"{len(runs)}: {' '.join(f'{run:.0f}' for run in runs)})"
           f"{' with the model' if args.model else ''}")
