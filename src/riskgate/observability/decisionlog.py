@@ -9,12 +9,12 @@ the GIL while it encodes, and the standard library's encoder cost a tenth of the
 gateway's throughput. The queue is bounded in lines (each holds a request's facts,
 a few kilobytes) so a writer that falls behind cannot grow memory without limit.
 
-The queue is a deque the writer drains every :data:`_DRAIN_EVERY` seconds, not a
-``queue.Queue``: that one takes a lock and wakes the writer on every line, and each
-wake-up makes the event loop hand over the GIL mid-request. Measured on a decision's
-line (45 facts, 15 counters, written from an event loop): 6.3 µs of CPU per line with
-the queue, 4.9 with the deque, most of the rest being orjson. Lines reach the file up
-to that interval later.
+The queue is a deque, not a ``queue.Queue``: that one takes a lock and wakes the
+writer on every line, and under load each wake-up makes the event loop hand over the
+GIL mid-request. The writer is woken only when a line finds the deque empty, so a
+quiet gateway's lines reach the file at once and a busy one's in batches. Measured on
+a decision's line (45 facts, 15 counters) written from a busy event loop: 6.3 µs of
+CPU per line with the queue, 4.4 with the deque, most of it orjson's.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from riskgate.observability import metrics
 logger = logging.getLogger(__name__)
 
 _BATCH_LINES: Final = 64
-#: Seconds between the writer's drains of the queue.
-_DRAIN_EVERY: Final = 0.02
+#: Seconds the writer sleeps at most: a line appended while it drained the last one
+#: may have found the deque not yet empty and woken nobody.
+_DRAIN_EVERY: Final = 0.05
 
 
 class DecisionLog:
@@ -60,7 +61,8 @@ class DecisionLog:
             self._stream, self._owns_stream = target, False
         self._queue: deque[Mapping[str, Any]] = deque()
         self._max_queued = max_queued
-        self._stopping = threading.Event()
+        self._stopping = False
+        self._wake = threading.Event()
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="riskgate-decision-log",
                                         daemon=True)
@@ -70,14 +72,19 @@ class DecisionLog:
         """Queue one line; never blocks."""
         # A deque's append needs no lock; the length check may let a few lines past
         # the bound while the writer drains, which bounds memory all the same.
-        if len(self._queue) >= self._max_queued:
+        queued = len(self._queue)
+        if queued >= self._max_queued:
             self.dropped += 1
             metrics.DECISION_LOG_DROPPED.inc()
             return
         self._queue.append(entry)
+        if not queued:
+            self._wake.set()
 
     def _run(self) -> None:
-        while not self._stopping.wait(_DRAIN_EVERY):
+        while not self._stopping:
+            self._wake.wait(_DRAIN_EVERY)
+            self._wake.clear()
             self._drain()
         self._drain()
 
@@ -104,7 +111,8 @@ class DecisionLog:
 
     def close(self) -> None:
         """Write what is queued and stop the writer thread."""
-        self._stopping.set()
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout=10)
         if self._owns_stream:
             self._stream.close()
