@@ -477,7 +477,7 @@ class Engine:
         self, request_id: str, event: str, keys: Mapping[str, tuple[str, str | None]],
         outcome: Outcome, now: float,
     ) -> None:
-        planned = {c.name: c for c in self._planner.plan(self.ruleset, event)}
+        planned = {c.name: c for c in self._planner.plan(self.ruleset, event).counters}
         ops: list[Op] = [
             self._planner.op(planned[name], key, member, update=True)
             for name, (key, member) in keys.items()
