@@ -353,14 +353,14 @@ def replay_detectors(scored: list[Scored], guards: Sequence[str] = GUARDS,
             started = time.perf_counter()
             for item in scored:
                 r = item.request
-                value = model.score_one(r.event, item.facts, item.counters).get(
-                    "model.anomaly", 0.0)
+                x = model.features(r.event, item.facts, item.counters)
+                value = model.score_one(r.event, x).get("model.anomaly", 0.0)
                 if r.time - START >= EVAL_FROM:
                     scores.append(value)
                     labels.append(r.bot)
                     burst.append(r.strategy in ("burst", "person"))
                 if _learns(item, guard):
-                    model.learn_one(r.event, item.facts, item.counters, None)
+                    model.learn_one(r.event, x, item.facts)
             per = (time.perf_counter() - started) / len(scored) * 1e6
             auc = roc_auc(scores, labels)
             burst_auc = roc_auc([s for s, b in zip(scores, burst, strict=True) if b],
@@ -442,8 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"learned: {json.dumps(model.summary())}")
     sample = [(s.request.event, s.facts, s.counters) for s in scored[-2000:]]
     cycle = iter(sample * 1000)
-    score_us = timed(lambda: model.score_one(*next(cycle)), 15)
-    learn_us = timed(lambda: model.learn_one(*next(cycle), None), 15)
+
+    def score_one(event: EventName, facts: dict[str, Any], counters: dict[str, float]) -> None:
+        model.score_one(event, model.features(event, facts, counters))  # as the engine does
+
+    score_us = timed(lambda: score_one(*next(cycle)), 15)
+    vectors = iter([(event, model.features(event, facts, counters), facts)
+                    for event, facts, counters in sample] * 1000)
+    learn_us = timed(lambda: model.learn_one(*next(vectors)), 15)
     print(f"model cost per request: score {score_us:.1f} µs (on the request path, goal "
           f"<= 30), learn {learn_us:.1f} µs (after the response)")
     print(f"took {time.perf_counter() - started:.0f} s")

@@ -14,7 +14,6 @@ import pytest
 from riskgate.engine import Engine
 from riskgate.engine.feedback import record_key, vector_key
 from riskgate.event import EventName, RiskEvent
-from riskgate.model.base import Label
 from riskgate.model.online import OnlineModel
 from riskgate.observability import metrics
 from riskgate.rules import load_ruleset
@@ -38,34 +37,39 @@ LONG_UA = "Mozilla/5.0 " + "x" * 5000
 
 
 class RecordingModel:
-    """A model of the engine's protocol that scores what it is told and records labels.
+    """A model of the engine's protocol that scores what it is told and records what it
+    is given.
 
-    Its label vector is the counters it was scored with and the user agent's length:
-    the test sees which of them a label brings back."""
+    Its features are the counters it was scored with and the user agent's length: the
+    test sees which of them a label brings back."""
 
     def __init__(self, score: float = 0.0, fail: bool = False) -> None:
         self.score, self.fail = score, fail
+        self.computed: list[Mapping[str, float]] = []
+        self.scored: list[Mapping[str, float]] = []
+        self.normal: list[Mapping[str, float]] = []
         self.learned: list[tuple[EventName, Mapping[str, float], bool]] = []
 
-    def score_one(self, event: EventName, facts: Mapping[str, Any],
-                  counters: Mapping[str, float]) -> Mapping[str, float]:
+    def features(self, event: EventName, facts: Mapping[str, Any],
+                 counters: Mapping[str, float]) -> Mapping[str, float]:
+        ua = facts.get("device.user_agent") or ""
+        x = {"ua_length": float(len(ua)),
+             **{f"counters.{name}": value for name, value in counters.items()}}
+        self.computed.append(x)
+        return x
+
+    def score_one(self, event: EventName, x: Mapping[str, float]) -> Mapping[str, float]:
         if self.fail:
             raise RuntimeError("the model broke")
+        self.scored.append(x)
         return {"model.bot_probability": self.score}
 
-    def learn_one(self, event: EventName, facts: Mapping[str, Any],
-                  counters: Mapping[str, float], label: Label) -> None:
-        if label is not None:  # these tests are about labels; allowed traffic is elsewhere
-            self.learn_label(event, self.label_vector(event, facts, counters), label)
+    def learn_one(self, event: EventName, x: Mapping[str, float],
+                  facts: Mapping[str, Any]) -> None:
+        self.normal.append(x)
 
-    def label_vector(self, event: EventName, facts: Mapping[str, Any],
-                     counters: Mapping[str, float]) -> Mapping[str, float]:
-        ua = facts.get("device.user_agent") or ""
-        return {"ua_length": float(len(ua)),
-                **{f"counters.{name}": value for name, value in counters.items()}}
-
-    def learn_label(self, event: EventName, vector: Mapping[str, float], label: bool) -> None:
-        self.learned.append((event, vector, label))
+    def learn_label(self, event: EventName, x: Mapping[str, float], label: bool) -> None:
+        self.learned.append((event, x, label))
 
 
 def engine(store: Store, tmp_path: Path, model: RecordingModel | None) -> Engine:
@@ -113,6 +117,23 @@ async def test_a_label_on_another_worker_teaches_the_counters_the_decision_was_s
         await labelling.close()
     assert model.learned == [("login", {"ua_length": float(len(LONG_UA)),
                                         "counters.logins_per_ip": 2.0}, True)]
+
+
+async def test_a_decision_computes_its_features_once_for_scoring_learning_and_its_label(
+    store: Store, tmp_path: Path
+) -> None:
+    model = RecordingModel()
+    decider = engine(store, tmp_path, model)
+    decision = await decider.decide(login("r1"))
+    await decider.learn_pending()
+    assert decision.learned
+    assert await decider.feedback("r1", "fraud", 1001.0) == "recorded"
+    await decider.learn_pending()
+    scored = {"ua_length": float(len(LONG_UA)), "counters.logins_per_ip": 1.0}
+    # One vector: the detector learns the very one scored, and the label brings it back
+    # from the store (zeros left out, four decimals: these are exact).
+    assert model.computed == model.scored == model.normal == [scored]
+    assert model.learned == [("login", scored, True)]
 
 
 async def test_outcomes_that_say_nothing_about_bots_teach_the_model_nothing(

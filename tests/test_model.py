@@ -63,15 +63,31 @@ ATTACK = {"device.header_count": 3, "account.username_entropy": 4.2,
 ATTACK_COUNTERS = {"login_accounts_per_ip": 8.0}
 
 
+def learn(model: OnlineModel, facts: dict[str, Any], counters: dict[str, float],
+          label: bool | None = None) -> None:
+    """What the engine does with a decided login: learn its features as normal traffic
+    (``label`` None), or under a label."""
+    x = model.features("login", facts, counters)
+    if label is None:
+        model.learn_one("login", x, facts)
+    else:
+        model.learn_label("login", x, label)
+
+
+def score(model: OnlineModel, facts: dict[str, Any], counters: dict[str, float],
+          ) -> dict[str, float]:
+    return model.score_one("login", model.features("login", facts, counters))
+
+
 def warmed(rng: random.Random, **settings: Any) -> OnlineModel:
     model = OnlineModel(warmup=200, **settings)
     for _ in range(1500):
-        model.learn_one("login", person(rng), {"login_accounts_per_ip": 1.0}, None)
+        learn(model, person(rng), {"login_accounts_per_ip": 1.0})
     return model
 
 
 def anomaly(model: OnlineModel, facts: dict[str, Any], counters: dict[str, float]) -> float:
-    return model.score_one("login", facts, counters)["model.anomaly"]
+    return score(model, facts, counters)["model.anomaly"]
 
 
 def test_the_detector_lists_of_config_and_model_agree() -> None:
@@ -83,10 +99,10 @@ def test_the_model_says_nothing_until_it_has_learned_its_warm_up() -> None:
     rng = random.Random(1)
     model = OnlineModel(warmup=50, min_labels=5)
     for _ in range(49):
-        model.learn_one("login", person(rng), {}, None)
-    assert model.score_one("login", person(rng), {}) == {}
-    model.learn_one("login", person(rng), {}, None)
-    assert set(model.score_one("login", person(rng), {})) == {"model.anomaly"}
+        learn(model, person(rng), {})
+    assert score(model, person(rng), {}) == {}
+    learn(model, person(rng), {})
+    assert set(score(model, person(rng), {})) == {"model.anomaly"}
 
 
 def test_an_attack_unlike_the_flows_traffic_scores_as_anomalous() -> None:
@@ -107,14 +123,13 @@ def test_an_attacker_streaming_near_normal_traffic_cannot_drag_the_model_to_its_
     model = warmed(rng)
     steps = 4000
     for i in range(steps):
-        model.learn_one("login", person(rng), {"login_accounts_per_ip": 1.0}, None)
+        learn(model, person(rng), {"login_accounts_per_ip": 1.0})
         start = person(rng)
         near = {name: start[name] + (value - start[name]) * i / steps
                 for name, value in ATTACK.items() if name in start}
-        model.learn_one("login", person(rng, ip="203.0.113.66", **near,
-                                        **{"ip.prefix": "203.0.113.0/24",
-                                           "device.key": "k-attacker"}),
-                        {"login_accounts_per_ip": 1 + 7 * i / steps}, None)
+        learn(model, person(rng, ip="203.0.113.66", **near,
+                            **{"ip.prefix": "203.0.113.0/24", "device.key": "k-attacker"}),
+              {"login_accounts_per_ip": 1 + 7 * i / steps})
     learned = model.summary()["login"]
     assert learned["refused_by_share_limit"] >= 0.95 * steps
     ordinary = [anomaly(model, person(rng), {"login_accounts_per_ip": 1.0}) for _ in range(200)]
@@ -128,13 +143,13 @@ def test_labels_teach_the_classifier_what_bots_look_like() -> None:
     bot = {"device.header_count": 3, "account.username_digit_ratio": 0.6,
            "account.username_entropy": 4.2}
     for _ in range(500):
-        model.learn_one("login", person(rng, **bot), {}, True)
+        learn(model, person(rng, **bot), {}, True)
         # People are confirmed far less often than bots: the prior must not decide.
         if rng.random() < 0.2:
-            model.learn_one("login", person(rng), {}, False)
+            learn(model, person(rng), {}, False)
     # Past the 0.7 of rules/model.yaml's model-likely-bot, and far from it for people.
-    assert model.score_one("login", person(rng, **bot), {})["model.bot_probability"] > 0.7
-    assert model.score_one("login", person(rng), {})["model.bot_probability"] < 0.3
+    assert score(model, person(rng, **bot), {})["model.bot_probability"] > 0.7
+    assert score(model, person(rng), {})["model.bot_probability"] < 0.3
 
 
 def test_labels_teach_the_classifier_the_velocity_its_counters_read() -> None:
@@ -143,11 +158,11 @@ def test_labels_teach_the_classifier_the_velocity_its_counters_read() -> None:
     rng = random.Random(6)
     model = OnlineModel(min_labels=20)
     for _ in range(1000):
-        model.learn_one("login", person(rng), ATTACK_COUNTERS, True)
+        learn(model, person(rng), ATTACK_COUNTERS, True)
         if rng.random() < 0.3:
-            model.learn_one("login", person(rng), {"login_accounts_per_ip": 1.0}, False)
-    fast = model.score_one("login", person(rng), ATTACK_COUNTERS)["model.bot_probability"]
-    calm = model.score_one("login", person(rng), {"login_accounts_per_ip": 1.0})
+            learn(model, person(rng), {"login_accounts_per_ip": 1.0}, False)
+    fast = score(model, person(rng), ATTACK_COUNTERS)["model.bot_probability"]
+    calm = score(model, person(rng), {"login_accounts_per_ip": 1.0})
     assert fast > 0.7 and calm["model.bot_probability"] < 0.3
 
 
@@ -239,7 +254,7 @@ async def test_a_model_whose_state_is_corrupt_degrades_decisions_and_they_go_on(
     model = OnlineModel(warmup=1)
     rng = random.Random(5)
     for _ in range(300):  # past the trees' first window, so scoring walks them
-        model.learn_one("login", person(rng), {}, None)
+        learn(model, person(rng), {})
     engine = engine_with(model, tmp_path)
     model.flows["login"].detector.trees[0] = None  # a real River model, broken inside
     decision = await engine.decide(login("r2"))

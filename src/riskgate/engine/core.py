@@ -102,13 +102,15 @@ class LearningBudget:
 
 @dataclass(frozen=True, slots=True)
 class _Decided:
-    """A decision the model has yet to see: its label vector to store, and, when it was
-    allowed, a sample of normal traffic to learn."""
+    """A decision the model has yet to see: its feature vector to store for a label, and,
+    when it was allowed, a sample of normal traffic to learn."""
 
     request_id: str
     event: EventName
+    #: The features it was scored with (Model.features), computed once per decision.
+    x: Mapping[str, float]
+    #: Who sent it, for the model's share limits (features name no client).
     facts: Mapping[str, Any]
-    counters: Mapping[str, float]
     now: float
     #: Whether the detector learns it as normal traffic (see decide_facts).
     learn: bool
@@ -119,7 +121,7 @@ class _Decided:
 @dataclass(frozen=True, slots=True)
 class _Labelled:
     event: EventName
-    vector: Mapping[str, float]
+    x: Mapping[str, float]
     label: bool
 
 
@@ -285,9 +287,14 @@ class Engine:
                     listed = lists.matches(facts, now)
         facts.update(history_facts([name for name, _ in remembered], remembered_results,
                                    facts, now, sees_browsing=self.sees_browsing))
-        if self.model is not None:
+        model, x = self.model, None
+        if model is not None:
             try:
-                facts.update(self.model.score_one(event, facts, counters))
+                # Once per decision, here: every fact the features read is known by now
+                # (counters, remembered signals), and the vector scored is the one the
+                # store keeps for a label and the one the detector learns.
+                x = model.features(event, facts, counters)
+                facts.update(model.score_one(event, x))
             except Exception:  # a model fault must never fail a decision
                 degraded = True
                 logger.exception("deciding %s without the model", request_id)
@@ -296,11 +303,10 @@ class Engine:
         verdict = decide([*matches, *listed], thresholds)
         normal = _normal(verdict, [*matches, *listed])
         # Never a decision made without its counters (the store did not answer).
-        learn = (self.model is not None and recorded and _allowed_on_its_own(verdict, thresholds)
+        learn = (x is not None and recorded and _allowed_on_its_own(verdict, thresholds)
                  and self._learning_budget.take(event, now))
-        if self.model is not None:
-            self._learn_later(_Decided(request_id, event, facts, counters, now, learn,
-                                       recorded))
+        if x is not None:
+            self._learn_later(_Decided(request_id, event, x, facts, now, learn, recorded))
         elapsed = time.perf_counter() - started
         metrics.count_decision(event, verdict.decision, elapsed,
                                [*matches, *map(for_metrics, listed)], degraded)
@@ -385,18 +391,18 @@ class Engine:
         vector = loads_vector(stored[0]) if stored and isinstance(stored[0], str) else None
         return FeedbackRecord.loads(raw), vector
 
-    def _label(self, request_id: str, event: EventName, vector: Mapping[str, float] | None,
+    def _label(self, request_id: str, event: EventName, x: Mapping[str, float] | None,
                label: bool, source: LabelSource) -> None:
         if self.model is None:
             return
-        if vector is None:
+        if x is None:
             # Its vector was never stored: a label within a moment of the decision,
             # before learn_pending ran, or one the learning queue dropped in a burst.
             metrics.MODEL_LABELS_UNLEARNED.labels(source).inc()
             logger.debug("label for %s not learned: no label vector stored", request_id)
             return
         metrics.MODEL_LABELS.labels(source, "bot" if label else "human").inc()
-        self._learn_later(_Labelled(event, vector, label))
+        self._learn_later(_Labelled(event, x, label))
 
     def _learn_later(self, item: _Decided | _Labelled) -> None:
         self._learning.append(item)
@@ -427,15 +433,14 @@ class Engine:
             taken += 1
             try:
                 if isinstance(item, _Labelled):
-                    model.learn_label(item.event, item.vector, item.label)
+                    model.learn_label(item.event, item.x, item.label)
                     continue
                 now = item.now
                 if item.recorded:
-                    vector = model.label_vector(item.event, item.facts, item.counters)
-                    vectors.append(Put(vector_key(item.request_id), dumps_vector(vector),
+                    vectors.append(Put(vector_key(item.request_id), dumps_vector(item.x),
                                        self._feedback_ttl_ms))
                 if item.learn:
-                    model.learn_one(item.event, item.facts, item.counters, None)
+                    model.learn_one(item.event, item.x, item.facts)
                     learned += 1
             except Exception:  # the decision was made; only the model misses this sample
                 self.learning_failures += 1
@@ -472,7 +477,7 @@ class Engine:
         self, request_id: str, event: str, keys: Mapping[str, tuple[str, str | None]],
         outcome: Outcome, now: float,
     ) -> None:
-        planned = {c.name: c for c in self._planner.plan(self.ruleset, event)}
+        planned = {c.name: c for c in self._planner.plan(self.ruleset, event).counters}
         ops: list[Op] = [
             self._planner.op(planned[name], key, member, update=True)
             for name, (key, member) in keys.items()

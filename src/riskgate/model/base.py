@@ -1,13 +1,14 @@
 """The protocol a model stage implements, in River's style: score, then learn.
 
-The engine calls :meth:`Model.score_one` on the request path with the decision's facts
-and counters, and puts what it returns among the facts before the rules run
-(``model.anomaly``, ``model.bot_probability``). Everything else happens after the
-response, off the request path: :meth:`Model.learn_one` for a request that was allowed
-and matched no rule adding risk, and :meth:`Model.label_vector` for every decision, kept
-in the store so that a label arriving later, maybe at another worker, can teach
-:meth:`Model.learn_label` exactly what the request was scored with. A model that raises
-while scoring sets the decision's ``degraded`` flag and the decision goes on without it.
+The engine asks :meth:`Model.features` for a decision's feature vector once, when its
+facts and counters are all known (after the store batch, before the rules), and hands
+that one vector to everything else: :meth:`Model.score_one` on the request path, whose
+scores join the facts before the rules run (``model.anomaly``,
+``model.bot_probability``); after the response, the store, where it waits for a label
+that may come later, maybe at another worker, to teach :meth:`Model.learn_label` exactly
+what the request was scored with; and :meth:`Model.learn_one` for a request the rules
+allowed on its own merits. A model that raises while scoring sets the decision's
+``degraded`` flag and the decision goes on without it.
 """
 
 from __future__ import annotations
@@ -39,22 +40,24 @@ def label_of(outcome: Outcome) -> Label:
 class Model(Protocol):
     """An online model per flow (``event``), scoring before it learns."""
 
-    def score_one(self, event: EventName, facts: Mapping[str, Any],
-                  counters: Mapping[str, float]) -> Mapping[str, float]:
-        """Scores for one request, as facts named ``model.*``; must not learn."""
+    def features(self, event: EventName, facts: Mapping[str, Any],
+                 counters: Mapping[str, float]) -> Mapping[str, float]:
+        """The feature vector of one request, which every other method reads: numbers in
+        [0, 1] that name no client (a label finds it in the store)."""
         ...
 
-    def learn_one(self, event: EventName, facts: Mapping[str, Any],
-                  counters: Mapping[str, float], label: Label) -> None:
-        """Learn from one decided request and, when an outcome labelled it, its label."""
+    def score_one(self, event: EventName, x: Mapping[str, float]) -> Mapping[str, float]:
+        """Scores for a request with features ``x``, as facts named ``model.*``; must
+        not learn."""
         ...
 
-    def label_vector(self, event: EventName, facts: Mapping[str, Any],
-                     counters: Mapping[str, float]) -> Mapping[str, float]:
-        """What a label on this request will teach: the features it was scored with,
-        numbers in [0, 1] that name no client (they are kept in the store)."""
+    def learn_one(self, event: EventName, x: Mapping[str, float],
+                  facts: Mapping[str, Any]) -> None:
+        """Learn a request with features ``x`` as normal traffic; ``facts`` say who sent
+        it (addresses, devices), which the features never do."""
         ...
 
-    def learn_label(self, event: EventName, vector: Mapping[str, float], label: bool) -> None:
-        """Learn a label (True: a bot) for a request with this :meth:`label_vector`."""
+    def learn_label(self, event: EventName, x: Mapping[str, float], label: bool) -> None:
+        """Learn a label (True: a bot) for a request with features ``x``, as the store
+        kept them (zeros left out)."""
         ...

@@ -55,23 +55,31 @@ COUNTER_BASELINE: Final = 1.0
 ATTRIBUTE_SCALE: Final = 5.0
 
 
+#: The types of fact values an attribute feature is made from (``bool``, an ``int``
+#: subclass, is not among them).
+_NUMBERS: Final = frozenset({int, float})
+
+
 def _squash(value: float, half: float) -> float:
     return value / (value + half) if value > 0 else 0.0
 
 
 def features(facts: Mapping[str, Any], counters: Mapping[str, float]) -> dict[str, float]:
     """The feature vector of one request (see the module docstring)."""
-    x: dict[str, float] = {name: 1.0 if facts.get(name) else 0.0 for name in FLAGS}
+    get = facts.get
+    x: dict[str, float] = {name: 1.0 if get(name) else 0.0 for name in FLAGS}
     for name, half in SCALES.items():
-        value = facts.get(name)
+        value = get(name)
         x[name] = _squash(float(value), half) if isinstance(value, (int, float)) else 0.0
     # A first sighting and an unknown device both read 0 above; this tells them apart.
-    age = facts.get("device.first_seen_age")
+    age = get("device.first_seen_age")
     x["device.seen_before"] = 1.0 if isinstance(age, (int, float)) and age > 0 else 0.0
-    x["device.automation"] = 1.0 if facts.get("device.automation") else 0.0
+    x["device.automation"] = 1.0 if get("device.automation") else 0.0
     for name, value in facts.items():
-        if name.startswith("attributes.") and isinstance(value, (int, float)) \
-                and not isinstance(value, bool):
+        # The value's type first: it rules out all but a few of the fifty-odd facts at
+        # half the cost of the name's prefix (the JSON a value comes from makes no
+        # subclasses of int and float).
+        if type(value) in _NUMBERS and name.startswith("attributes."):
             x[name] = _squash(float(value), ATTRIBUTE_SCALE)
     for name, count in counters.items():
         x[f"counters.{name}"] = _squash(count - COUNTER_BASELINE, COUNTER_SCALE)

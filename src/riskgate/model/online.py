@@ -17,11 +17,12 @@ what normal looks like can make its own traffic normal:
   fingerprint already supplied more than its share of the flow's recent samples.
 
 >>> model = OnlineModel(warmup=2, min_labels=1)
->>> model.score_one("login", {}, {})
+>>> x = model.features("login", {"device.header_count": 10}, {})
+>>> model.score_one("login", x)
 {}
 >>> for i in range(3):
-...     model.learn_one("login", {"ip": f"198.51.100.{i}", "device.header_count": 10}, {}, None)
->>> sorted(model.score_one("login", {"device.header_count": 10}, {}))
+...     model.learn_one("login", x, {"ip": f"198.51.100.{i}"})
+>>> sorted(model.score_one("login", x))
 ['model.anomaly']
 """
 
@@ -38,7 +39,6 @@ from river import anomaly, linear_model, optim, stats
 from river.base import AnomalyDetector
 
 from riskgate.event.types import EventName
-from riskgate.model.base import Label
 from riskgate.model.features import features
 
 
@@ -252,13 +252,17 @@ class OnlineModel:
             flow = self.flows[event] = FlowModel(DETECTORS[self.detector](self.seed))
         return flow
 
-    def score_one(self, event: EventName, facts: Mapping[str, Any],
-                  counters: Mapping[str, float]) -> dict[str, float]:
+    def features(self, event: EventName, facts: Mapping[str, Any],
+                 counters: Mapping[str, float]) -> dict[str, float]:
+        """Every feature either model reads (:func:`~riskgate.model.features.features`),
+        counters and remembered signals included: a label must teach what scoring saw."""
+        return features(facts, counters)
+
+    def score_one(self, event: EventName, x: Mapping[str, float]) -> dict[str, float]:
         flow = self.flows.get(event)
         if flow is None:
             return {}
         scores: dict[str, float] = {}
-        x = features(facts, counters)
         if flow.samples >= self.warmup:
             scores["model.anomaly"] = flow.calibration(flow.detector.score_one(flow.vector(x)))
         if min(flow.labels["bot"], flow.labels["human"]) >= self.min_labels:
@@ -267,29 +271,20 @@ class OnlineModel:
                                                                   flow.labels)
         return scores
 
-    def label_vector(self, event: EventName, facts: Mapping[str, Any],
-                     counters: Mapping[str, float]) -> dict[str, float]:
-        """Every feature the classifier reads when it scores this request, counters and
-        remembered signals included: a label must teach what scoring will see."""
-        return features(facts, counters)
+    def learn_label(self, event: EventName, x: Mapping[str, float], label: bool) -> None:
+        """Learn that a request with features ``x`` was a bot (True) or a person (False).
 
-    def learn_label(self, event: EventName, vector: Mapping[str, float], label: bool) -> None:
-        """Learn that a request with ``vector`` was a bot (True) or a person (False).
-
-        A feature missing from ``vector`` is 0, and a logistic regression's step leaves
-        the weight of a 0 feature alone, so stored vectors may leave zeros out.
+        A feature missing from ``x`` is 0, and a logistic regression's step leaves the
+        weight of a 0 feature alone, so stored vectors may leave zeros out.
         """
         flow = self._flow(event)
-        flow.classifier.learn_one(dict(vector), label)
+        flow.classifier.learn_one(dict(x), label)
         flow.labels["bot" if label else "human"] += 1
 
-    def learn_one(self, event: EventName, facts: Mapping[str, Any],
-                  counters: Mapping[str, float], label: Label) -> None:
-        """Learn an allowed request (``label`` None) or a labelled one."""
-        x = features(facts, counters)
-        if label is not None:
-            self.learn_label(event, x, label)
-            return
+    def learn_one(self, event: EventName, x: Mapping[str, float],
+                  facts: Mapping[str, Any]) -> None:
+        """Learn a request allowed on its own merits; refused when one of the identities
+        in ``facts`` already supplied its share of the flow's recent samples."""
         flow = self._flow(event)
         limiter = self._limiters.get(event)
         if limiter is None:
