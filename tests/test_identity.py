@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from riskgate.errors import SignalSourceError
 from riskgate.event.types import RiskEvent
@@ -19,7 +21,7 @@ from riskgate.signals.identity import (
     travel_speed_kmh,
     username_shape,
 )
-from riskgate.signals.keys import Keyer
+from riskgate.signals.keys import Keyer, ip_prefix, ip_text
 from support import SHARED_DATA
 
 DATA = SHARED_DATA / "email" / "disposable-email-domains"
@@ -157,3 +159,14 @@ def test_travel_speed_is_great_circle_distance_over_time(
     a: tuple[float, float], b: tuple[float, float], hours: float, kmh: int
 ) -> None:
     assert round(travel_speed_kmh(*a, 0.0, *b, hours * 3600)) == kmh
+
+
+@given(st.ip_addresses())
+def test_an_address_and_its_network_are_named_as_ipaddress_names_them(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    # Counter keys and logged facts carry these names: a faster formatter must not
+    # change a single one, or every counter would restart under a new key.
+    bits = 24 if ip.version == 4 else 48
+    assert ip_text(ip) == str(ip)
+    assert ip_prefix(ip) == str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
+import socket
 from typing import Any, Final
 
 
@@ -48,23 +48,26 @@ def ip_prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     >>> ip_prefix(ipaddress.ip_address("2001:db8:1:2::7"))
     '2001:db8:1::/48'
     """
-    return _prefix(ip)
-
-
-# Addresses repeat (a client sends several requests, a NAT many), and naming one costs
-# more than the rest of its signals: ipaddress formats in Python, a few µs each.
-@functools.lru_cache(maxsize=16384)
-def _prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     # Masking the integer is ~10x cheaper than building an ip_network per request.
     if ip.version == 4:
-        return f"{ipaddress.IPv4Address(int(ip) & _V4_24)}/24"
+        return _v4_text(int(ip) & _V4_24) + "/24"
     return f"{ipaddress.IPv6Address(int(ip) & _V6_48)}/48"
 
 
-@functools.lru_cache(maxsize=16384)
 def ip_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """``str(ip)``, remembered for the addresses seen lately (see :func:`_prefix`)."""
-    return str(ip)
+    """``str(ip)``; an IPv4 address formatted by the C library, four times faster.
+
+    >>> ip_text(ipaddress.ip_address("203.0.113.7")), ip_text(ipaddress.ip_address("2001:db8::1"))
+    ('203.0.113.7', '2001:db8::1')
+    """
+    # ipaddress formats in Python, a µs or more per address and a decision names two
+    # (the address, its /24). IPv6 keeps ipaddress's text: the C library writes some
+    # addresses (IPv4-compatible ones) differently, and keys must not change.
+    return _v4_text(int(ip)) if ip.version == 4 else str(ip)
+
+
+def _v4_text(value: int) -> str:
+    return socket.inet_ntoa(value.to_bytes(4))
 
 
 _V4_24: Final = 0xFFFFFF00
