@@ -123,9 +123,8 @@ class _OwnRoutesFirst:
     routes), but through Starlette's error and exception middleware, which wrap every
     ``send`` of the response: Starlette's share of the reverse proxy's CPU went from
     8 % to 4 % without them (bench/profile.py --proxy), and the gateway's middleware
-    answers its requests' errors itself. Only
-    a route's full match is riskgate's, as in Starlette's router: ``POST /healthz``
-    goes upstream.
+    answers its requests' errors itself. Only a route's full match is riskgate's, as
+    in Starlette's router: ``POST /healthz`` goes upstream.
     """
 
     def __init__(self, app: Starlette, upstream: ASGIApp) -> None:
