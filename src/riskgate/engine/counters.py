@@ -17,7 +17,6 @@ class PlannedCounter:
     """A declared counter as one event's decisions use it, resolved once per rule set."""
 
     name: str
-    key_facts: tuple[str, ...]
     distinct_fact: str | None
     window_ms: int
     distinct: bool
@@ -68,7 +67,7 @@ class CounterPlanner:
             specs = ruleset.counters_for(event)
             tags = tuple(dict.fromkeys(spec.key_facts for spec in specs))
             plan = self._plans[event] = CounterPlan(tuple(
-                PlannedCounter(spec.name, spec.key_facts, spec.distinct_fact,
+                PlannedCounter(spec.name, spec.distinct_fact,
                                int(spec.window_s * 1000), spec.kind == "distinct", spec.on,
                                f"rg:c:{spec.name}:{{", tags.index(spec.key_facts))
                 for spec in specs

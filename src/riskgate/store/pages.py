@@ -497,13 +497,7 @@ class Pages:
                     records += (_KIND[op.kind], len(keys).to_bytes(4))
                 plan.append(_VALUE)
                 continue
-            # split(op.key), inline: every paged op of every decision comes through here.
-            head: str | None
-            after: str | None
-            head, _, tail = op.key.partition("{")
-            tag, closing, after = tail.partition("}")
-            if not (closing and tag):
-                tag, head, after = op.key, None, None
+            tag, head, after = split(op.key)
             prefix, code = identity(tag)
             name = (code ^ counter(head, after, kind, length)).to_bytes(FIELD_BYTES)
             if kind == "m":
