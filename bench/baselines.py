@@ -1,18 +1,24 @@
-"""The two peers riskgate is measured against in ``make bench``.
+"""The peers riskgate is measured against in ``make bench``.
 
-Both answer ``POST /v1/decide`` with a body of the same shape and size as riskgate's
-decision, so the only difference between the three servers is the work done per request:
+All answer ``POST /v1/decide`` with a body of the same shape and size as riskgate's
+decision, so the only difference between the servers is the work done per request:
 
 - ``bare_app``: parse the JSON body, answer. The ceiling for Starlette on uvicorn.
 - ``limits_app``: the same, plus one sliding-window hit per client IP with the `limits`
   library on Redis, the usual "rate limit by IP" a site would deploy instead of riskgate.
+- ``floor_app``: the same as bare, plus the one thing every riskgate decision must do
+  besides: one script call to Redis (one counter per IP) with the client riskgate uses.
+  Not a competitor but a floor: no decision that keeps its one round trip can cost less,
+  so what riskgate costs above it is what signals, rules, the model and the log cost.
 
 Started by bench/run.py as ``uvicorn baselines:bare_app --app-dir bench ...``. The
 limits app reads its Redis URL from ``BENCH_LIMITS_STORAGE`` and the Redis client the
 library uses (``redispy`` or ``coredis``) from ``BENCH_LIMITS_CLIENT``.
 
 ``upstream_app`` is something else: the trivial site behind ``riskgate serve`` in the
-proxy measurement (``--servers proxy``), measured straight and through the gateway.
+proxy measurement (``--servers proxy``), measured straight and through the gateway, and
+through ``forward_app``: riskgate's own forwarding half (``ProxyApp``) alone, without a
+decision, reading its upstream from ``BENCH_UPSTREAM``. That is the proxy's floor.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from riskgate.http.proxy import ProxyApp
+from riskgate.store.pages import pack
+from riskgate.store.redis import Channel, connection_pool
 
 # So high that no IP of the workload reaches it: a refused hit takes a different path in
 # the library, and the peer must do the same work on every request.
@@ -100,6 +110,48 @@ limits_app = Starlette(routes=[Route("/v1/decide", _limited, methods=["POST"]),
                        lifespan=_limits_lifespan)
 
 
+_channel: Channel | None = None
+_count_sha = ""
+
+# One counter per address that expires: the least a decision's script does. The real one
+# updates about twenty counters of four identities; this measures the call, not the work.
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+@contextlib.asynccontextmanager
+async def _floor_lifespan(_: Starlette) -> AsyncIterator[None]:
+    global _channel, _count_sha
+    # riskgate's own way to Redis: the commands of one event-loop tick written with one
+    # send on a few redis-py connections (store/redis.py's Channel). A plain redis-py
+    # EVALSHA per request costs about 60 % more here, which would flatter riskgate.
+    url = os.environ["BENCH_FLOOR_STORAGE"]
+    _channel = Channel(connection_pool(url, timeout=1.0), url, timeout=1.0)
+    loaded = await _channel.submit(pack(("SCRIPT", "LOAD", _COUNT)))
+    _count_sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
+    yield
+    await _channel.close()
+
+
+async def _floor(request: Request) -> Response:
+    global _answered
+    ip = _client_ip(await request.body())
+    assert _channel is not None, "the lifespan opens the channel before requests arrive"
+    reply = await _channel.submit(pack(("EVALSHA", _count_sha, 1, f"floor:{ip}", 600)))
+    if isinstance(reply, Exception):
+        raise reply
+    _answered += 1
+    return _answer("allow")
+
+
+floor_app = Starlette(routes=[Route("/v1/decide", _floor, methods=["POST"]),
+                              Route("/metrics", _metrics)],
+                      lifespan=_floor_lifespan)
+
+
 # --- the proxy benchmark's upstream ---------------------------------------------------
 #
 # A trivial site for ``make bench``'s proxy measurement (the ``proxy`` server): the
@@ -137,3 +189,11 @@ async def _booking(request: Request) -> Response:
 upstream_app = Starlette(routes=[Route("/", _home, methods=["GET"]),
                                  Route("/api/login", _login, methods=["POST"]),
                                  Route("/api/bookings", _booking, methods=["POST"])])
+
+
+def _forward_app() -> ProxyApp | None:
+    upstream = os.environ.get("BENCH_UPSTREAM")
+    return None if upstream is None else ProxyApp(upstream)
+
+
+forward_app = _forward_app()

@@ -46,7 +46,7 @@ from harness import (
     wrk,
 )
 
-SERVERS = ("bare", "limits", "riskgate", "riskgate2", "riskgate-model")
+SERVERS = ("bare", "limits", "floor", "riskgate", "riskgate2", "riskgate-model")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class Riskgate:
 
 RISKGATE_WORKERS = {"riskgate": Riskgate(1, 0), "riskgate2": Riskgate(2, 3),
                     "riskgate-model": Riskgate(1, 4, model=True)}
+#: The floor's Redis database: apart from riskgate's, limits' (1) and the proxy's (2).
+FLOOR_DB = 5
 TARGETS = {"riskgate/bare": 0.5, "riskgate/limits": 1.3, "commands_per_decision": 1.0}
 #: The decision API's ratios hold with the model on too (issue 11).
 MODEL_RATIOS = ("riskgate-model/bare", "riskgate-model/limits")
@@ -84,6 +86,9 @@ def start_server(name: str, tmp: Path, redis_port: int, args: argparse.Namespace
         # db 1, so the peer's keys never mix with riskgate's in db 0.
         env["BENCH_LIMITS_STORAGE"] = f"async+redis://127.0.0.1:{redis_port}/1"
         env["BENCH_LIMITS_CLIENT"] = args.limits_client
+    elif name == "floor":
+        argv = uvicorn_argv("baselines:floor_app", port)
+        env["BENCH_FLOOR_STORAGE"] = f"redis://127.0.0.1:{redis_port}/{FLOOR_DB}"
     else:
         # No upstream: the decision API alone. The decision log goes to a temp file by
         # default because writing it is part of every decision's work in production.
@@ -258,7 +263,7 @@ def summarize(servers: dict[str, Server], audits: dict[str, dict[str, Any]]) -> 
                 "runs_rps": [round(r["rps"], 1) for r in server.runs],
                 "noisy_runs": sum(r["other_cpu_cores"] > NOISY_CORES for r in server.runs),
             }
-    for name in ("limits", *RISKGATE_WORKERS):
+    for name in ("limits", "floor", *RISKGATE_WORKERS):
         if name in summary:
             runs = servers[name].runs
             summary[name]["commands_per_decision"] = round(
@@ -280,8 +285,35 @@ def summarize(servers: dict[str, Server], audits: dict[str, dict[str, Any]]) -> 
                 summary[f"{name}/{peer} per round"] = [
                     round(a["rps"] / b["rps"], 3)
                     for a, b in zip(servers[name].runs, servers[peer].runs, strict=True)]
+    if "floor" in summary:
+        summary["floor_budget"] = floor_budget(summary)
     if "riskgate-model" in summary and "riskgate" in summary:
         summary["model_cpu_us_per_decision"] = round(
             summary["riskgate-model"]["server_cpu_us_per_request"]
             - summary["riskgate"]["server_cpu_us_per_request"], 1)
     return summary
+
+
+def floor_budget(summary: dict[str, Any]) -> dict[str, float]:
+    """What the targets leave for riskgate's own work, in µs of one worker's time.
+
+    One worker keeps its core busy under wrk, so a server's time per decision is
+    1 / its rate. A decision at the target rate may take ``1 / target rate``; the floor
+    (server, JSON, one script call, answer) takes ``1 / floor rate`` of it whatever
+    riskgate does; the difference is all that signals, counters, rules, the model and
+    the log may cost. Negative means the floor alone misses the target.
+    """
+    floor = 1e6 / summary["floor"]["decisions_per_s"]
+    budget: dict[str, float] = {"floor_us": round(floor, 1)}
+    for peer in ("bare", "limits"):
+        if peer in summary:
+            allowed = 1e6 / (TARGETS[f"riskgate/{peer}"] * summary[peer]["decisions_per_s"])
+            budget[f"left_at_target_{peer}_us"] = round(allowed - floor, 1)
+    for name in RISKGATE_WORKERS:
+        if name in summary and RISKGATE_WORKERS[name].workers == 1:
+            budget[f"{name}_above_floor_us"] = round(
+                1e6 / summary[name]["decisions_per_s"] - floor, 1)
+    budget["floor/bare"] = round(summary["floor"]["decisions_per_s"]
+                                 / summary["bare"]["decisions_per_s"], 3) \
+        if "bare" in summary else float("nan")
+    return budget

@@ -1,9 +1,10 @@
 """The reverse-proxy bench (issue #5): a trivial upstream straight and through riskgate.
 
-The same upstream (baselines.upstream_app) measured two ways in one run: ``direct``
-(wrk -> upstream) and ``through`` (wrk -> riskgate serve -> upstream), with the request
-mix of proxy_workload.py replayed by proxy.lua. Phase 1 drives both flat out at
---proxy-connections; phase 2 sends both the same fixed rate, half the median maximum of
+The same upstream (baselines.upstream_app) measured three ways in one run: ``direct``
+(wrk -> upstream), ``forward`` (wrk -> riskgate's ProxyApp alone, no decision ->
+upstream: the floor) and ``through`` (wrk -> riskgate serve -> upstream), with the
+request mix of proxy_workload.py replayed by proxy.lua. Phase 1 drives them flat out at
+--proxy-connections; phase 2 sends each the same fixed rate, half the median maximum of
 ``through``, where the goal is p99(through) - p99(direct) <= 5 ms. Runs are interleaved
 within each phase, the order rotated every round, as for the decide bench.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +42,12 @@ from harness import (
 )
 
 TARGETS = {"proxy_p99_overhead_ms": 5.0}
-PROXY_TARGETS = ("direct", "through")
+#: ``forward`` is riskgate's forwarding alone (baselines.forward_app): the proxy's floor.
+PROXY_TARGETS = ("direct", "forward", "through")
 #: Expected answers: 2xx, a failed login's 401 (the upstream's, passed on) and, through
 #: riskgate only, the 403 of a challenge or block. Anything else is an error.
-PROXY_STATUSES = {"direct": {200, 201, 401}, "through": {200, 201, 401, 403}}
+PROXY_STATUSES = {"direct": {200, 201, 401}, "forward": {200, 201, 401},
+                  "through": {200, 201, 401, 403}}
 #: The proxy's Redis database: apart from the decide bench's (db 0) and limits' (db 1).
 PROXY_DB = 2
 #: A paced run that delivered less than this share of its target rate did not keep up.
@@ -186,7 +190,13 @@ def run(args: argparse.Namespace, tmp: Path, redis: RedisServer, problems: list[
         gateway = Child.listening("riskgate", riskgate_argv(config, gateway_port),
                                   gateway_port, tmp / "riskgate-proxy.log")
         children.append(gateway)
+        forward_port = free_port()
+        forward = Child.listening(
+            "forward", uvicorn_argv("baselines:forward_app", forward_port), forward_port,
+            tmp / "forward.log", {**os.environ, "BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}"})
+        children.append(forward)
         targets = {"direct": ProxyTarget("direct", upstream_port, [upstream]),
+                   "forward": ProxyTarget("forward", forward_port, [forward, upstream]),
                    "through": ProxyTarget("through", gateway_port, [gateway, upstream])}
         check_proxy(gateway_port, requests[:40])
         print(f"bench: proxy: upstream on 127.0.0.1:{upstream_port}, riskgate serve on "
@@ -240,10 +250,12 @@ def summarize(proxy: dict[str, Any]) -> dict[str, Any]:
                    "runs_rps": [round(r["rps"], 1) for r in done],
                    "runs_p99_us": [r["p99_us"] for r in done],
                    "noisy_runs": sum(r["other_cpu_cores"] > NOISY_CORES for r in done)}
-            for key in ("riskgate_cpu_us_per_request", "upstream_cpu_us_per_request",
-                        "redis-server_cpu_us_per_request"):
+            for key in ("upstream_cpu_us_per_request", "redis-server_cpu_us_per_request"):
                 if key in done[0]:
                     row[key.replace("-server", "")] = median(done, key)
+            for proxy in ("riskgate", "forward"):
+                if f"{proxy}_cpu_us_per_request" in done[0]:
+                    row["proxy_cpu_us_per_request"] = median(done, f"{proxy}_cpu_us_per_request")
             rows[target] = row
         summary[phase] = rows
     paced = summary["paced"]
@@ -257,9 +269,14 @@ def summarize(proxy: dict[str, Any]) -> dict[str, Any]:
             round((t["p99_us"] - d["p99_us"]) / 1000, 2) for t, d in
             zip(runs["through"]["paced"], runs["direct"]["paced"], strict=True)]
         summary["meets_goal"] = summary["p99_overhead_ms"] <= TARGETS["proxy_p99_overhead_ms"]
-    if summary["max"].get("through") and summary["max"].get("direct"):
-        summary["max_through/direct"] = round(
-            summary["max"]["through"]["rps"] / summary["max"]["direct"]["rps"], 3)
+    if "direct" in paced and "forward" in paced:
+        # The floor: what forwarding alone adds at the same rate, with no decision.
+        summary["forward_p99_overhead_ms"] = round(
+            (paced["forward"]["p99_us"] - paced["direct"]["p99_us"]) / 1000, 2)
+    for proxy in ("through", "forward"):
+        if summary["max"].get(proxy) and summary["max"].get("direct"):
+            summary[f"max_{proxy}/direct"] = round(
+                summary["max"][proxy]["rps"] / summary["max"]["direct"]["rps"], 3)
     mix: dict[str, int] = {}
     for result in runs["through"]["max"] + runs["through"]["paced"]:
         for key, count in result.get("decisions", {}).items():

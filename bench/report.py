@@ -66,6 +66,8 @@ def print_decide(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]],
               f"the model's cost in throughput; "
               f"{summary['model_cpu_us_per_decision']:+.0f} µs CPU per decision "
               f"(per round: {rounds})")
+    if "floor_budget" in summary:
+        print_floor(summary["floor_budget"])
     if "riskgate2/riskgate" in summary:
         print(f"{'riskgate2/riskgate':<16} {summary['riskgate2/riskgate']:>6.2f}   "
               f"2 workers against 1, on {os.cpu_count()} CPUs shared with wrk and Redis")
@@ -93,23 +95,42 @@ def print_decide(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]],
               f"per decision with the script's own, EVALSHA {row['evalsha_per_decision']:.3f}")
 
 
+def print_floor(budget: dict[str, float]) -> None:
+    print(f"floor: {budget['floor_us']:.0f} µs per decision for the server, the JSON, one "
+          f"Redis script call and the answer (floor/bare {budget['floor/bare']:.2f})")
+    for peer in ("bare", "limits"):
+        key = f"left_at_target_{peer}_us"
+        if key in budget:
+            target = TARGETS[f"riskgate/{peer}"]
+            print(f"  at riskgate/{peer} = {target}, riskgate's own work may cost "
+                  f"{budget[key]:.0f} µs")
+    for name in ("riskgate", "riskgate-model"):
+        key = f"{name}_above_floor_us"
+        if key in budget:
+            print(f"  {name}'s own work costs {budget[key]:.0f} µs")
+
+
 def print_proxy(summary: dict[str, Any]) -> None:
     print()
-    print(f"proxy      {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'rg CPU µs':>10}   "
+    print(f"proxy      {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU µs':>12}   "
           f"runs (req/s; p99 ms)")
     for phase in ("max", "paced"):
         for target in proxy_bench.PROXY_TARGETS:
             row = summary[phase].get(target)
             if row is None:
                 continue
-            cpu = row.get("riskgate_cpu_us_per_request")
+            cpu = row.get("proxy_cpu_us_per_request")
             rates = " ".join(f"{r:,.0f}" for r in row["runs_rps"])
             p99s = " ".join(f"{p / 1000:.1f}" for p in row["runs_p99_us"])
             print(f"{phase:<5} {target:<7} {row['rps']:>8,.0f} {row['p50_us'] / 1000:>8.2f} "
-                  f"{row['p99_us'] / 1000:>8.2f} {'' if cpu is None else f'{cpu:.0f}':>10}   "
+                  f"{row['p99_us'] / 1000:>8.2f} {'' if cpu is None else f'{cpu:.0f}':>12}   "
                   f"{rates}; {p99s}" + ("  *" if row["noisy_runs"] else ""))
     if "max_through/direct" in summary:
-        print(f"max throughput through/direct {summary['max_through/direct']:.3f}")
+        print(f"max throughput through/direct {summary['max_through/direct']:.3f}", end="")
+        if "max_forward/direct" in summary:
+            print(f"; forwarding alone (riskgate's ProxyApp, no decision) "
+                  f"{summary['max_forward/direct']:.3f}", end="")
+        print()
     if "p99_overhead_ms" in summary:
         goal = TARGETS["proxy_p99_overhead_ms"]
         rounds = " ".join(f"{v:.2f}" for v in summary["p99_overhead_ms per round"])
@@ -117,6 +138,9 @@ def print_proxy(summary: dict[str, Any]) -> None:
               f"{summary['p99_overhead_ms']:.2f} ms  goal ≤ {goal:g} ms  "
               f"{'meets' if summary['meets_goal'] else 'MISSES'}   (per round: {rounds}); "
               f"p50 overhead {summary['p50_overhead_ms']:.2f} ms")
+        if "forward_p99_overhead_ms" in summary:
+            print(f"  forwarding alone at the same rate: p99 overhead "
+                  f"{summary['forward_p99_overhead_ms']:.2f} ms")
     shares = ", ".join(f"{d} {s:.1%}" for d, s in summary["decision_shares"].items())
     print(f"proxy decisions (riskgate_decisions_total, all through runs): {shares or 'none'}")
     print("  " + ", ".join(f"{k}={v}" for k, v in summary["decisions"].items()))

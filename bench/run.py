@@ -3,22 +3,25 @@
 What it does, all on 127.0.0.1 and cleaned up at the end (also on Ctrl-C or an error):
 
 1. starts a throw-away ``redis-server`` (no persistence) on a free port;
-2. starts three servers, one uvicorn worker each (uvloop, httptools, no access log):
+2. starts the servers, one uvicorn worker each (uvloop, httptools, no access log):
    ``bare`` (Starlette, parse and answer), ``limits`` (plus the `limits` library's
-   sliding-window limiter per IP on Redis) and ``riskgate serve`` on the bundled rules
-   with the Redis store and the decision log on (to a temp file: it is part of the path);
+   sliding-window limiter per IP on Redis), ``floor`` (bare plus one Redis script call,
+   sent as riskgate's store sends its one) and ``riskgate serve`` on the bundled rules
+   with the Redis store and the decision log on (to a temp file: it is part of the path),
+   also with two workers and with the online model;
 3. drives each with ``wrk`` and bench/decide.lua (varied bodies from bench/workload.py,
    fixed seed), a warm-up first, then ``--runs`` measured runs interleaved across the
-   three servers so drift hits all of them alike;
+   servers so drift hits all of them alike;
 4. counts Redis commands per decision: the commands each decision *sends* from a short
    untimed audit run under ``MONITOR`` (the target: exactly 1, the EVALSHA), and
    ``INFO commandstats`` around every timed run (which also counts what scripts call);
 5. prints medians and the ratios against the targets of issue #2, runs the in-process
    micro-benchmarks when they exist, and writes everything to bench/results/latest.json;
 6. with ``proxy`` among ``--servers`` (the default), measures the reverse proxy (issue #5):
-   a trivial upstream straight and through ``riskgate serve``, interleaved, first at full
-   speed, then both at a fixed rate of half the proxy's measured maximum, where the p99
-   overhead is held against the goal (see bench/proxy_bench.py).
+   a trivial upstream straight, through riskgate's forwarding alone and through
+   ``riskgate serve``, interleaved, first at full speed, then all at a fixed rate of
+   half the proxy's measured maximum, where the p99 overhead is held against the goal
+   (see bench/proxy_bench.py).
 
 Exit status: 0 when every run completed without a non-2xx answer or socket error, 1 if
 not (including riskgate failing to start), 2 if the harness itself could not run. Missing
