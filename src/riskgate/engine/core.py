@@ -69,7 +69,7 @@ class LearningBudget:
     bucket holding one second's worth.
 
     A detector learns what normal traffic looks like from a sample as well as from all
-    of it, and each learned request costs a worker about 45 µs (half-space trees and the
+    of it, and each learned request costs a worker about 40 µs (half-space trees and the
     share limiter): at thousands of decisions per second learning everything would cost
     more than scoring. Which requests get the tokens follows their arrival, so a client
     gains no more of the sample than its share of the traffic, and the share limiter
