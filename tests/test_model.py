@@ -137,6 +137,25 @@ def test_an_attacker_streaming_near_normal_traffic_cannot_drag_the_model_to_its_
     assert attack >= 0.5 and attack > max(ordinary)
 
 
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_learning_a_scored_request_teaches_what_learning_it_unscored_does(
+    detector: str,
+) -> None:
+    """The engine scores every request before it learns it, and learning reuses that
+    score for the calibration instead of scoring again: the two must come out alike."""
+    rng = random.Random(7)
+    stream = [person(rng, **(ATTACK if rng.random() < 0.05 else {})) for _ in range(900)]
+    scored, unscored = (OnlineModel(warmup=100, detector=detector) for _ in range(2))
+    for facts in stream:
+        x = scored.features("login", facts, {})
+        scored.score_one("login", x)
+        scored.learn_one("login", x, facts)
+        unscored.learn_one("login", unscored.features("login", facts, {}), facts)
+    probes = [person(rng, **(ATTACK if i % 5 == 0 else {})) for i in range(50)]
+    assert [score(scored, facts, {}) for facts in probes] == \
+        [score(unscored, facts, {}) for facts in probes]
+
 def test_labels_teach_the_classifier_what_bots_look_like() -> None:
     rng = random.Random(4)
     model = OnlineModel(min_labels=20)
