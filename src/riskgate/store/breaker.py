@@ -103,6 +103,13 @@ class CircuitBreaker(Store):
                 return await self.inner.apply(ops, now)
             finally:
                 wait.task = None  # the timer must not cancel what the task does next
+                # Answered calls leave the queue from its head as they finish (they finish
+                # about in order), not at the oldest one's deadline: otherwise a second's
+                # worth of decisions stayed queued, thousands of objects that every
+                # garbage collection walked and that aged into the full collections.
+                waiting = self._waiting
+                while waiting and waiting[0].task is None:
+                    waiting.popleft()
         except asyncio.CancelledError:
             if not wait.expired or task.uncancel() > cancelling:
                 raise  # cancelled by someone else: theirs to handle
