@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +24,7 @@ from riskgate.errors import StoreError
 from riskgate.http import RiskGateMiddleware, create_app
 from riskgate.store import Count, open_store
 from riskgate.store.breaker import CircuitBreaker
-from support import RedisServer, free_port, write_rules
+from support import RedisServer, ThreadServer, free_port, write_rules
 
 T0 = 1_700_000_000.0
 SECRET = "store-outage-secret-0123"
@@ -131,3 +132,25 @@ async def test_the_start_up_check_accepts_the_redis_it_runs_against(redis_url: s
     with pytest.raises(StoreError, match=r"INFO|connect|refused"):
         await unreachable.check_server()
     await unreachable.close()
+
+
+def test_a_page_does_not_wait_on_a_stalled_store_to_note_its_device(
+    redis_server: RedisServer, redis_config: Config
+) -> None:
+    async def page(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("flights")
+
+    # A second-long store timeout: a page that waited on its device sighting would
+    # take that second while Redis does not answer.
+    config = replace(redis_config, store_timeout=1.0)
+    app = RiskGateMiddleware(Starlette(routes=[StarletteRoute("/flights", page)]),
+                             config=config)
+    headers = {"user-agent": BROWSER, "x-device-id": "device-7f3a"}
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/flights", headers=headers).text == "flights"  # connected
+        with redis_server.paused():
+            started = time.monotonic()
+            response = client.get("/flights", headers=headers)
+            took = time.monotonic() - started
+    assert response.text == "flights"
+    assert took < 0.5

@@ -161,13 +161,15 @@ class Gateway:
             self.implicit.followed_normally(origin)
         return Scored(decision, event, binding, match.route, view.method, origin)
 
-    async def note_unscored(self, view: RequestView) -> None:
-        """Record the device id of an unscored request (a page, a search) as seen."""
-        device = self.device_key(ValueReader(view, {}))
-        if device is not None:
-            await self.engine.note_device(device, time.time())
+    def unscored_device(self, view: RequestView) -> str | None:
+        """The keyed device id of a request on an unscored route (a page, a search)."""
+        return self.device_key(ValueReader(view, {}))
 
-    async def refuses_unscored(self, view: RequestView) -> bool:
+    async def note_unscored(self, device_key: str) -> None:
+        """Record a device id seen on an unscored request."""
+        await self.engine.note_device(device_key, time.time())
+
+    async def refuses_unscored(self, view: RequestView, device_key: str | None) -> bool:
         """Whether a request on an unscored route is refused before it reaches the app.
 
         Runtime block entries apply here (CONTRACT §3: "lists still apply") for the
@@ -178,8 +180,7 @@ class Gateway:
         lists = self.engine.runtime_lists
         if lists is None:
             return False
-        entry = await lists.refuses(str(view.client_ip), self.device_key(ValueReader(view, {})),
-                                    None, time.time())
+        entry = await lists.refuses(str(view.client_ip), device_key, None, time.time())
         return entry is not None
 
     # -- decisions to responses -----------------------------------------------------

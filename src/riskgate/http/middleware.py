@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -97,12 +99,21 @@ class RiskGateMiddleware:
             return
         match = gateway.routes.match_view(view)
         if match is None:
-            if await gateway.refuses_unscored(view):
+            device = gateway.unscored_device(view)
+            if await gateway.refuses_unscored(view, device):
                 response = gateway.refusal(new_request_id(), headers.get("accept", ""))
                 await response(scope, receive, send)
                 return
-            await gateway.note_unscored(view)
-            await self.app(scope, receive, send)
+            if device is None:
+                await self.app(scope, receive, send)
+                return
+            # The sighting's store write runs beside the request: a page waits for the
+            # app, not for Redis as well.
+            sighting = asyncio.get_running_loop().create_task(gateway.note_unscored(device))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await sighting
             return
         if match.needs_body:
             try:

@@ -52,7 +52,7 @@ async def auth(gateway: Gateway, request: Request) -> Response:
     view = original_view(gateway, request)
     match = gateway.routes.match_view(view)
     if match is None:
-        if await gateway.refuses_unscored(view):
+        if await gateway.refuses_unscored(view, gateway.unscored_device(view)):
             return gateway.refusal(new_request_id(), "")
         return Response(status_code=200)
     return gateway.subrequest_answer(await gateway.score(match, view))
