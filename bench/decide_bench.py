@@ -313,7 +313,7 @@ def floor_budget(summary: dict[str, Any]) -> dict[str, float]:
         if name in summary and RISKGATE_WORKERS[name].workers == 1:
             budget[f"{name}_above_floor_us"] = round(
                 1e6 / summary[name]["decisions_per_s"] - floor, 1)
-    budget["floor/bare"] = round(summary["floor"]["decisions_per_s"]
-                                 / summary["bare"]["decisions_per_s"], 3) \
-        if "bare" in summary else float("nan")
+    if "bare" in summary:
+        budget["floor/bare"] = round(summary["floor"]["decisions_per_s"]
+                                     / summary["bare"]["decisions_per_s"], 3)
     return budget

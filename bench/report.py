@@ -96,8 +96,9 @@ def print_decide(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]],
 
 
 def print_floor(budget: dict[str, float]) -> None:
+    versus_bare = f" (floor/bare {budget['floor/bare']:.2f})" if "floor/bare" in budget else ""
     print(f"floor: {budget['floor_us']:.0f} µs per decision for the server, the JSON, one "
-          f"Redis script call and the answer (floor/bare {budget['floor/bare']:.2f})")
+          f"Redis script call and the answer{versus_bare}")
     for peer in ("bare", "limits"):
         key = f"left_at_target_{peer}_us"
         if key in budget:
