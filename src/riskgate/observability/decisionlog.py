@@ -15,13 +15,14 @@ mid-request. A line wakes the writer only when it last wrote longer than
 ``_DRAIN_EVERY`` ago (a quiet gateway's lines reach the file at once, for an analyst
 trying a rule) or when a burst has queued ``_WAKE_AT`` lines; otherwise the writer's
 timer drains the deque every ``_DRAIN_EVERY`` seconds, so a busy gateway's lines go
-in batches and reach the file within a twentieth of a second. Measured on a decision's
-line (45 facts, 15 counters) from a busy event loop: 6.3 µs of CPU per line with the
-queue, 4.4 with the deque, most of it orjson's. Waking the writer for every line that found the
-deque empty, as before, made it wake for nearly every line at a few hundred lines a
-second: 14 µs of the writer's CPU per line at 600 lines a second, against 4 µs with the
-timer (median of five alternated runs, a thread spinning between lines as a busy event
-loop would).
+in batches and reach the file within a twentieth of a second.
+
+Measured on a decision's line (45 facts, 15 counters) from a busy event loop: 6.3 µs of
+CPU per line with the queue, 4.4 with the deque, most of it orjson's. Waking the writer
+for every line that found the deque empty, as before, woke it for nearly every line at
+a few hundred lines a second: 14 µs of the writer's CPU per line at 600 lines a second,
+against 4 µs with the timer (median of five alternated runs, a thread spinning between
+lines as a busy event loop would).
 """
 
 from __future__ import annotations

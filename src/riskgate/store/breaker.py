@@ -104,9 +104,10 @@ class CircuitBreaker(Store):
             finally:
                 wait.task = None  # the timer must not cancel what the task does next
                 # Answered calls leave the queue from its head as they finish (they finish
-                # about in order), not at the oldest one's deadline: otherwise a second's
-                # worth of decisions stayed queued, thousands of objects that every
-                # garbage collection walked and that aged into the full collections.
+                # about in order), not at the oldest one's deadline: otherwise a deadline's
+                # worth of decisions stayed queued (6,810 in one run with a 10 s store
+                # timeout), objects every garbage collection walked and that aged into
+                # the full collections.
                 waiting = self._waiting
                 while waiting and waiting[0].task is None:
                     waiting.popleft()
