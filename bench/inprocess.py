@@ -5,8 +5,8 @@ share the machine's cores and one change's effect drowns in their noise. This dr
 very app ``riskgate serve`` runs (bundled rules, a real Redis, the decision log to a
 file) by calling it as uvicorn would, on uvloop, ``--concurrency`` requests in flight,
 and reports the process's CPU time per decision (all threads: the decision log's
-writer too). To
-compare two trees, run each tree's copy with its own interpreter, alternating:
+writer too). To compare two trees, run each tree's copy with its own interpreter,
+alternating:
 
     .venv/bin/python bench/inprocess.py [--model]
     ../other/.venv/bin/python ../other/bench/inprocess.py

@@ -137,7 +137,6 @@ def test_an_attacker_streaming_near_normal_traffic_cannot_drag_the_model_to_its_
     assert attack >= 0.5 and attack > max(ordinary)
 
 
-
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_learning_a_scored_request_teaches_what_learning_it_unscored_does(
     detector: str,
@@ -155,6 +154,7 @@ def test_learning_a_scored_request_teaches_what_learning_it_unscored_does(
     probes = [person(rng, **(ATTACK if i % 5 == 0 else {})) for i in range(50)]
     assert [score(scored, facts, {}) for facts in probes] == \
         [score(unscored, facts, {}) for facts in probes]
+
 
 def test_labels_teach_the_classifier_what_bots_look_like() -> None:
     rng = random.Random(4)
