@@ -7,6 +7,7 @@ timeout and requests queued behind the batches in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -153,4 +154,39 @@ def test_a_page_does_not_wait_on_a_stalled_store_to_note_its_device(
             response = client.get("/flights", headers=headers)
             took = time.monotonic() - started
     assert response.text == "flights"
+    assert took < 0.5
+
+
+def test_a_login_answer_does_not_wait_on_a_stalled_store_to_count_its_outcome(
+    redis_server: RedisServer, redis_config: Config, tmp_path: Path
+) -> None:
+    stalled = contextlib.ExitStack()
+    counting = tmp_path / "counting"
+    counting.mkdir()
+
+    async def login(_: Request) -> PlainTextResponse:
+        # Redis stops answering once the login was scored: only its outcome's count is left.
+        stalled.enter_context(redis_server.paused())
+        return PlainTextResponse("wrong password", status_code=401)
+
+    # A counter of failed logins, so a failed one has a count to write after its answer.
+    rules = write_rules(counting, RULES + """
+counters:
+  login_failures: {events: [login], key: account, on: [login_failed], window: 1h}
+""")
+    config = replace(redis_config, rules=rules, store_timeout=1.0, routes=(Route(
+        "/api/login", "POST", "login", ValueSource("header", "x-account-id"),
+        failure_statuses=frozenset({401})),))
+    app = RiskGateMiddleware(Starlette(routes=[StarletteRoute("/api/login", login,
+                                                              methods=["POST"])]),
+                             config=config)
+    headers = {"user-agent": BROWSER, "accept": "application/json",
+               "x-account-id": "ana@example.com"}
+    with (ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client,
+          stalled):  # left first: Redis answers again before the server stops
+        started = time.monotonic()
+        response = client.post("/api/login", headers=headers)
+        took = time.monotonic() - started
+    assert (response.status_code, response.text) == (401, "wrong password")
+    assert response.headers["x-riskgate-decision"] == "allow"
     assert took < 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -135,7 +136,14 @@ class RiskGateMiddleware:
         if answer is not None:
             await answer(scope, receive, send)
             return
-        await self.app(scope, receive, self._allowed_send(gateway, scored, send))
+        statuses: list[int] = []
+        try:
+            await self.app(scope, receive, self._allowed_send(gateway, scored, send,
+                                                              statuses.append))
+        finally:
+            # Counted once the answer has gone: the client does not wait on the store.
+            if statuses:
+                await gateway.record_login_outcome(scored, statuses[0])
 
     async def _form_replay(self, view: RequestView, receive: Receive) -> FormReplay | None:
         """A challenged browser form, read now if scoring did not need its body: the
@@ -152,7 +160,9 @@ class RiskGateMiddleware:
                 return None  # too large to carry back: the page asks to submit again
         return FormReplay.of(view.method, view.path, view.query_string, content_type, body)
 
-    def _allowed_send(self, gateway: Gateway, scored: Scored, send: Send) -> Send:
+    def _allowed_send(self, gateway: Gateway, scored: Scored, send: Send,
+                      started: Callable[[int], None]) -> Send:
+        """``send`` with the decision's headers on the answer; ``started`` hears its status."""
         extra = [(name.encode(), value.encode()) for name, value in
                  gateway.decision_headers("allow", scored.decision.request_id).items()]
 
@@ -160,10 +170,8 @@ class RiskGateMiddleware:
             if message["type"] != "http.response.start":
                 await send(message)
                 return
-            message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-            # Counted once the answer is on its way, so the client does not wait on it.
-            await gateway.record_login_outcome(scored, message["status"])
+            await send({**message, "headers": [*message.get("headers", []), *extra]})
+            started(message["status"])
 
         return allowed
 
