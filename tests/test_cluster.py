@@ -107,7 +107,9 @@ def test_a_login_on_the_default_rules_costs_one_evalsha_per_identity_and_two_mor
         per_decision = (redis_cluster.command_calls("evalsha") - before) / decisions
     record_report(f"Redis Cluster: EVALSHA calls per login decision (default rules): "
                   f"{per_decision:.2f}")
-    assert per_decision == 6.0
+    # The feedback record's key follows the random request id, so now and then (5 slots
+    # in 16,384 per decision) it lands in an identity's slot and rides in its call.
+    assert 5.9 <= per_decision <= 6.0
 
 
 @pytest.mark.anyio
