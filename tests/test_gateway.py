@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as StarletteRoute
@@ -384,6 +385,30 @@ def test_three_refused_logins_block_the_account(
     assert [r.status_code for r in refused] == [401, 401, 401]
     assert [r.headers["x-riskgate-decision"] for r in refused] == ["allow"] * 3
     assert after.status_code == 403
+    assert after.headers["x-riskgate-decision"] == "block"
+
+
+def test_a_refused_login_counts_when_answered_though_the_app_works_on(
+    store_uri: str, tmp_path: Path, rules_dir: Path
+) -> None:
+    """A host app may go on after answering (Starlette runs background tasks inside the
+    app's call): its failures must count at once, not when it is done."""
+
+    async def login_then_notify(request: Request) -> Response:
+        await request.body()
+        return PlainTextResponse("wrong password", status_code=401,
+                                 background=BackgroundTask(asyncio.sleep, 1.5))
+
+    app = RiskGateMiddleware(
+        Starlette(routes=[StarletteRoute("/api/login", login_then_notify, methods=["POST"])]),
+        config=base_config(rules_dir, store=store_uri))
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        started = time.monotonic()
+        refused = [login(client, "wrong") for _ in range(3)]
+        after = login(client, "wrong")
+        took = time.monotonic() - started
+    assert took < 1  # all four while the first one's app still works on
+    assert [r.headers["x-riskgate-decision"] for r in refused] == ["allow"] * 3
     assert after.headers["x-riskgate-decision"] == "block"
 
 

@@ -235,20 +235,23 @@ class Gateway:
             response.headers[name] = value
         return response
 
-    async def record_login_outcome(self, scored: Scored, status: int) -> None:
-        """Count a login the upstream answered as ``/v1/feedback`` would: a status in
-        ``failure_statuses`` is ``login_failed``, a 2xx ``login_succeeded`` (so rules can
-        weigh failures against logins that got in, not against ones riskgate refused).
-        5xx are the server's failures, never the user's, so an unreachable upstream
-        does not lock accounts out."""
+    @staticmethod
+    def login_outcome(scored: Scored, status: int) -> Outcome | None:
+        """What the upstream's answer to a login says, as ``/v1/feedback`` would: a
+        status in ``failure_statuses`` is ``login_failed``, a 2xx ``login_succeeded`` (so
+        rules can weigh failures against logins that got in, not against ones riskgate
+        refused). 5xx are the server's failures, never the user's, so an unreachable
+        upstream does not lock accounts out."""
         if scored.route.event != "login" or status >= 500:
-            return
+            return None
         if status in scored.route.failure_statuses:
-            outcome: Outcome = "login_failed"
-        elif 200 <= status < 300:
-            outcome = "login_succeeded"
-        else:
-            return
+            return "login_failed"
+        if 200 <= status < 300:
+            return "login_succeeded"
+        return None
+
+    async def count_outcome(self, scored: Scored, outcome: Outcome) -> None:
+        """Count it; the answer is on its way, so a store failure is logged, not raised."""
         try:
             await self.engine.record_outcome(scored.decision, outcome, time.time())
         except StoreError as exc:

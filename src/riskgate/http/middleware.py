@@ -136,14 +136,21 @@ class RiskGateMiddleware:
         if answer is not None:
             await answer(scope, receive, send)
             return
-        statuses: list[int] = []
+        counting: list[asyncio.Task[None]] = []
+
+        def count(status: int) -> None:
+            # Beside the rest of the answer: the client does not wait on the store, and
+            # the count does not wait on what the app does after answering.
+            outcome = gateway.login_outcome(scored, status)
+            if outcome is not None:
+                counting.append(asyncio.get_running_loop().create_task(
+                    gateway.count_outcome(scored, outcome)))
+
         try:
-            await self.app(scope, receive, self._allowed_send(gateway, scored, send,
-                                                              statuses.append))
+            await self.app(scope, receive, self._allowed_send(gateway, scored, send, count))
         finally:
-            # Counted once the answer has gone: the client does not wait on the store.
-            if statuses:
-                await gateway.record_login_outcome(scored, statuses[0])
+            for task in counting:
+                await task
 
     async def _form_replay(self, view: RequestView, receive: Receive) -> FormReplay | None:
         """A challenged browser form, read now if scoring did not need its body: the
