@@ -251,7 +251,8 @@ class Gateway:
         return None
 
     async def count_outcome(self, scored: Scored, outcome: Outcome) -> None:
-        """Count it; the answer is on its way, so a store failure is logged, not raised."""
+        """Count the login's outcome; its answer is on its way, so a store failure is logged,
+        not raised."""
         try:
             await self.engine.record_outcome(scored.decision, outcome, time.time())
         except StoreError as exc:
