@@ -104,6 +104,7 @@ IDENTITIES: Final = (("address", "ip"), ("prefix", "ip.prefix"), ("device", "dev
 #: one client stack from being most of what the model learns.
 FINGERPRINT_SHARE: Final = 0.25
 
+
 class Features(dict[str, float]):
     """A request's feature vector (:func:`~riskgate.model.features.features`), and what
     scoring it found that learning it needs again.
