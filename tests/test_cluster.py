@@ -135,6 +135,39 @@ async def test_the_store_follows_a_planned_failover_without_a_failed_call(
         redis_cluster.wait_until_healthy()
 
 
+@pytest.mark.anyio
+async def test_a_slot_the_cluster_cannot_serve_for_a_moment_is_asked_again(
+    redis_cluster: RedisCluster, cluster_url: str
+) -> None:
+    store = open_store(cluster_url)
+    slot = key_slot(b"settling")
+    owner = next(node for node in redis_cluster.primaries() if _owns(node, slot))
+    try:
+        assert await store.apply([Count("settling", MINUTE)], T0) == [1.0]
+        with owner.client() as client:
+            client.execute_command("CLUSTER", "DELSLOTS", slot)
+
+        def serve_again() -> None:
+            with owner.client() as client:
+                client.execute_command("CLUSTER", "ADDSLOTS", slot)
+
+        # The owner answers CLUSTERDOWN ("hash slot not served") until it takes the slot
+        # back, a few milliseconds later; the call that got that answer still counts once.
+        asyncio.get_running_loop().call_later(0.002, serve_again)
+        assert await store.apply([Count("settling", MINUTE)], T0) == [2.0]
+    finally:
+        await store.close()
+        if not _owns(owner, slot):
+            serve_again()
+        redis_cluster.wait_until_healthy()
+
+
+def _owns(primary: RedisServer, slot: int) -> bool:
+    with primary.client() as client:
+        return any(first <= slot <= last and int(owner[1]) == primary.port
+                   for first, last, owner, *_ in client.execute_command("CLUSTER", "SLOTS"))
+
+
 def _serves_slot_of(replica: RedisServer, key: str) -> bool:
     """Whether ``replica`` replicates the primary that owns ``key``'s slot."""
     with replica.client() as client:

@@ -46,6 +46,9 @@ _ASKING = pack(("ASKING",))
 #: A dead primary makes every call to it fail; asking the cluster for its map again
 #: on each of them would add a command per decision, so refreshes are spaced by this.
 REFRESH_INTERVAL_S = 0.1
+#: How long to wait before asking again a cluster that said it cannot serve a slot right
+#: now: a fraction of the default store timeout (75 ms), so the second answer still counts.
+CLUSTER_SETTLE_S = 0.02
 
 Address = tuple[str, int]
 
@@ -151,7 +154,27 @@ class ClusterStore(Store):
         await asyncio.gather(*(channel.close() for channel in channels))
 
     async def _call(self, slot: int, command: bytes) -> list[Any]:
-        """One slot's EVALSHA on its primary, following one redirection."""
+        """One slot's EVALSHA on its primary, following one redirection, asked once more
+        after a moment when the cluster says it cannot serve the slot right now."""
+        reply = await self._redirected_call(slot, command)
+        if isinstance(reply, ClusterDownError | TryAgainError):
+            # Both answers come before the script runs, so asking again counts nothing
+            # twice; both pass within moments of a failover or a resharding step (a node
+            # that has not heard of the new owner yet), and Redis asks clients to retry.
+            # Once, briefly: a cluster that stays down is a fault the breaker must see.
+            self._refresh_soon()
+            await asyncio.sleep(CLUSTER_SETTLE_S)
+            reply = await self._redirected_call(slot, command)
+        if isinstance(reply, ClusterDownError | TryAgainError):
+            self._refresh_soon()
+            raise StoreError(f"counter store {self.where}: the cluster cannot serve slot "
+                             f"{slot} right now: {reply}")
+        if isinstance(reply, Exception):
+            raise StoreError(f"counter store {self.where}: the store script failed: {reply}")
+        return list(reply)
+
+    async def _redirected_call(self, slot: int, command: bytes) -> Any:
+        """The reply of the slot's primary, following one MOVED or ASK."""
         node = self._owner[slot]
         if node is None:
             self._refresh_soon()
@@ -173,13 +196,7 @@ class ClusterStore(Store):
             asking = channel.submit(_ASKING)
             reply = await channel.submit(command)
             await asking
-        if isinstance(reply, ClusterDownError | TryAgainError):
-            self._refresh_soon()
-            raise StoreError(f"counter store {self.where}: the cluster cannot serve slot "
-                             f"{slot} right now: {reply}")
-        if isinstance(reply, Exception):
-            raise StoreError(f"counter store {self.where}: the store script failed: {reply}")
-        return list(reply)
+        return reply
 
     def _channel(self, node: Address) -> Channel:
         channel = self._channels.get(node)
