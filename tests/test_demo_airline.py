@@ -3,8 +3,11 @@ device ids seen on unscored calls, logins that got in, native apps that are not 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -13,7 +16,7 @@ from starlette.testclient import TestClient
 from riskgate.config import Config, Route, ValueSource
 from riskgate.http.demo import DEMO_PASSWORD, PROMOTION, SEATS_PER_FLIGHT, demo_upstream
 from riskgate.http.middleware import RiskGateMiddleware
-from support import write_rules
+from support import RedisServer, write_rules
 
 SECRET = "demo-test-secret-0123456789"
 ALICE = "alice@example.com"
@@ -102,11 +105,12 @@ rules:
 """
 
 
-def gateway(tmp_path: Path, redis_url: str, rules: Path) -> TestClient:
+def gateway(tmp_path: Path, redis_url: str, rules: Path, **settings: Any) -> TestClient:
     config = Config(
-        secret=SECRET, store=redis_url, rules=rules, decision_log=None, watch_rules=False,
+        secret=SECRET, store=redis_url, rules=rules, watch_rules=False,
         routes=(Route("/api/login", "POST", "login", ValueSource("body", "username"),
                       failure_statuses=frozenset({401})),),
+        **{"decision_log": None, **settings},
     )
     return TestClient(RiskGateMiddleware(demo_upstream(), config=config),
                       client=("127.0.0.1", 50000))
@@ -144,6 +148,43 @@ def test_a_device_that_never_browsed_is_told_apart_once_browsing_is_seen(
         client.get("/api/flights", headers={"x-device-id": "browsing-1"})
         assert login(client, "browsing-1").headers["x-riskgate-decision"] == "allow"
         assert login(client, "direct-1").headers["x-riskgate-decision"] == "block"
+
+
+def test_a_sighting_the_store_lost_does_not_make_its_device_one_that_never_browsed(
+        tmp_path: Path, redis_server: RedisServer, redis_url: str) -> None:
+    decisions = tmp_path / "decisions.jsonl"
+    with gateway(tmp_path, redis_url, write_rules(tmp_path, BROWSING_RULES),
+                 decision_log=decisions, store_timeout=0.3) as client:
+        client.get("/api/flights", headers={"x-device-id": "browsing-1"})
+        assert login(client, "direct-1").headers["x-riskgate-decision"] == "block"
+        with redis_server.paused():
+            # The first sighting times out (Redis still takes it once it wakes); the
+            # breaker then fails the second at once, and that one is lost.
+            client.get("/api/flights", headers={"x-device-id": "browsing-2"})
+            client.get("/api/flights", headers={"x-device-id": "browsing-3"})
+        # The store answers again (the breaker retries within a second); then the person
+        # whose search it lost signs in, and is not taken for a script.
+        for _ in range(50):
+            answer = login(client, "browsing-3")
+            last = logged_decision(decisions, answer.headers["x-riskgate-request-id"])
+            if not last["degraded"]:
+                break
+            time.sleep(0.1)
+        assert not last["degraded"], "the store never answered again"
+        assert answer.headers["x-riskgate-decision"] == "allow"
+        assert "device.browsed" not in last["facts"]
+        assert login(client, "direct-2").headers["x-riskgate-decision"] == "allow"
+
+
+def logged_decision(log: Path, request_id: str) -> dict[str, Any]:
+    """The decision log's line for ``request_id``, once the writer thread has written it."""
+    for _ in range(100):
+        for line in log.read_text().splitlines() if log.exists() else ():
+            entry = json.loads(line)
+            if entry.get("request_id") == request_id:
+                return cast(dict[str, Any], entry)
+        time.sleep(0.02)
+    raise AssertionError(f"decision {request_id} never reached {log}")
 
 
 def test_a_login_that_got_in_is_counted_and_a_refused_one_is_not(tmp_path: Path,

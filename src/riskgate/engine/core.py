@@ -39,7 +39,7 @@ from riskgate.observability.decisionlog import DecisionLog
 from riskgate.rules.model import RuleSet
 from riskgate.rules.runtime_lists import RuntimeLists, for_metrics
 from riskgate.signals.extractor import SignalExtractor
-from riskgate.signals.history import browsing, history_facts, history_ops
+from riskgate.signals.history import BROWSE_SECONDS, browsing, history_facts, history_ops
 from riskgate.signals.keys import Keyer
 from riskgate.store import Delete, Op, Put, Result, Store
 
@@ -228,6 +228,8 @@ class Engine:
         #: Whether unscored requests with a device id have reached this engine (the
         #: gateway reports them): ``device.browsed`` is derived only once they have.
         self.sees_browsing = False
+        #: Until when ``device.browsed`` stays unknown because a sighting was lost.
+        self.browsing_unknown_until = 0.0
 
     async def decide(self, event: RiskEvent, *, fail_mode: Action | None = None) -> Decision:
         """Decide ``event``; ``fail_mode`` is the action taken while the store is
@@ -292,7 +294,7 @@ class Engine:
                 else:
                     listed = lists.matches(facts, now)
         facts.update(history_facts([name for name, _ in remembered], remembered_results,
-                                   facts, now, sees_browsing=self.sees_browsing))
+                                   facts, now, sees_browsing=self.knows_browsing(now)))
         model, x = self.model, None
         if model is not None:
             try:
@@ -331,18 +333,36 @@ class Engine:
         return Decision(request_id, event, verdict, degraded, counters, outcome_keys, normal,
                         learn)
 
+    def knows_browsing(self, now: float) -> bool:
+        """Whether ``device.browsed`` can be told at ``now``: unscored requests with
+        device ids reach this engine, and none of their sightings was lost within the
+        last :data:`~riskgate.signals.history.BROWSE_SECONDS`.
+
+        A device whose sighting the store lost reads as one that never browsed, and the
+        browsing rules would challenge a person for a store fault; until the lost
+        sighting would have expired anyway, no device is said never to have browsed.
+        """
+        return self.sees_browsing and now >= self.browsing_unknown_until
+
     async def note_device(self, device_key: str, now: float) -> None:
         """Record that a device id was seen on a request nobody scores (a page view).
 
         ``device.first_seen_age`` then dates from the device's first page, not its first
-        login, and ``device.browsed`` holds for an hour. A store failure only loses the
-        sighting.
+        login, and ``device.browsed`` holds for an hour. A sighting the store does not
+        take makes ``device.browsed`` unknown for that hour (:meth:`knows_browsing`).
         """
         self.sees_browsing = True
         try:
             await self.store.apply(browsing(device_key, now), now)
         except StoreError as exc:
-            logger.warning("device sighting not recorded: %s", exc)
+            if now >= self.browsing_unknown_until:
+                until = time.strftime("%H:%M:%S UTC", time.gmtime(now + BROWSE_SECONDS))
+                logger.warning("device sighting not recorded (%s): until %s no device is "
+                               "said never to have browsed, so the browsing rules rest",
+                               exc, until)
+            else:
+                logger.debug("device sighting not recorded: %s", exc)
+            self.browsing_unknown_until = now + BROWSE_SECONDS
 
     async def feedback(self, request_id: str, outcome: Outcome, now: float) -> FeedbackResult:
         """Record an outcome for a recent decision, once.
