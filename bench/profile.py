@@ -110,8 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="store_true", help="with the online model on")
     parser.add_argument("--proxy", action="store_true",
                         help="profile the reverse proxy (the proxy bench's set-up)")
+    parser.add_argument("--paced", type=float, metavar="REQ_PER_S",
+                        help="with --proxy: send this fixed rate instead of flat out (the "
+                             "proxy bench's paced phase runs at half the proxy's maximum)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "profile.folded")
     args = parser.parse_args(argv)
+    if args.paced is not None and not args.proxy:
+        parser.error("--paced needs --proxy: only proxy.lua paces its requests")
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
@@ -153,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
                      "--duration", str(args.duration), "--format", "raw", "--output",
                      str(args.out), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                # proxy.lua paces each wrk thread alone; the profile runs one thread.
+                pacing = () if args.paced is None else (f"{args.paced:.3f}",)
                 load = wrk(script, url, f"{args.duration + 2}s", 1, args.connections,
-                           str(requests))
+                           str(requests), *pacing)
                 _, err = sampler.communicate(timeout=seconds(f"{args.duration}s") + 30)
                 if sampler.returncode != 0:
                     raise BenchError(f"py-spy failed: {err.decode(errors='replace')}")
     per_stage, total = shares(args.out)
     served = "requests" if args.proxy else "decisions"
-    print(f"profile: {load['rps']:,.0f} {served}/s under load, {total} samples "
+    pace = "paced" if args.paced is not None else "under load"
+    print(f"profile: {load['rps']:,.0f} {served}/s {pace}, {total} samples "
           f"at {args.rate}/s; folded stacks: {args.out}")
     for stage, samples in per_stage.most_common():
         print(f"  {stage:<34} {100 * samples / total:5.1f} %")
