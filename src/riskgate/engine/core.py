@@ -31,6 +31,7 @@ from riskgate.engine.feedback import (
     take_ops,
     vector_key,
 )
+from riskgate.engine.sightings import LostSightings
 from riskgate.errors import StoreError
 from riskgate.event.types import EventName, Outcome, RiskEvent
 from riskgate.model.base import Model, label_of
@@ -228,8 +229,8 @@ class Engine:
         #: Whether unscored requests with a device id have reached this engine (the
         #: gateway reports them): ``device.browsed`` is derived only once they have.
         self.sees_browsing = False
-        #: Until when ``device.browsed`` stays unknown because a sighting was lost.
-        self.browsing_unknown_until = 0.0
+        #: Devices whose ``device.browsed`` stays unknown because a sighting was lost.
+        self.lost_sightings = LostSightings()
 
     async def decide(self, event: RiskEvent, *, fail_mode: Action | None = None) -> Decision:
         """Decide ``event``; ``fail_mode`` is the action taken while the store is
@@ -293,8 +294,9 @@ class Engine:
                     logger.warning("deciding %s without runtime lists: %s", request_id, exc)
                 else:
                     listed = lists.matches(facts, now)
+        knows_browsing = self.knows_browsing(facts.get("device.key"), now)
         facts.update(history_facts([name for name, _ in remembered], remembered_results,
-                                   facts, now, sees_browsing=self.knows_browsing(now)))
+                                   facts, now, sees_browsing=knows_browsing))
         model, x = self.model, None
         if model is not None:
             try:
@@ -333,36 +335,31 @@ class Engine:
         return Decision(request_id, event, verdict, degraded, counters, outcome_keys, normal,
                         learn)
 
-    def knows_browsing(self, now: float) -> bool:
-        """Whether ``device.browsed`` can be told at ``now``: unscored requests with
-        device ids reach this engine, and none of their sightings was lost within the
-        last :data:`~riskgate.signals.history.BROWSE_SECONDS`.
-
-        A device whose sighting the store lost reads as one that never browsed, and the
-        browsing rules would challenge a person for a store fault; until the lost
-        sighting would have expired anyway, no device is said never to have browsed.
-        """
-        return self.sees_browsing and now >= self.browsing_unknown_until
+    def knows_browsing(self, device_key: str | None, now: float) -> bool:
+        """Whether ``device.browsed`` can be told for this device at ``now``: unscored
+        requests with device ids reach this engine, and none of this device's sightings
+        that still count was lost (engine/sightings.py)."""
+        return self.sees_browsing and not self.lost_sightings.unknown(device_key, now)
 
     async def note_device(self, device_key: str, now: float) -> None:
         """Record that a device id was seen on a request nobody scores (a page view).
 
         ``device.first_seen_age`` then dates from the device's first page, not its first
         login, and ``device.browsed`` holds for an hour. A sighting the store does not
-        take makes ``device.browsed`` unknown for that hour (:meth:`knows_browsing`).
+        take makes that device's ``device.browsed`` unknown for the hour instead.
         """
         self.sees_browsing = True
         try:
             await self.store.apply(browsing(device_key, now), now)
         except StoreError as exc:
-            if now >= self.browsing_unknown_until:
+            # One warning per spell of losses: in an outage every page would log one.
+            if self.lost_sightings.lose(device_key, now):
                 until = time.strftime("%H:%M:%S UTC", time.gmtime(now + BROWSE_SECONDS))
-                logger.warning("device sighting not recorded (%s): until %s no device is "
-                               "said never to have browsed, so the browsing rules rest",
-                               exc, until)
+                logger.warning("device sighting not recorded (%s): the devices whose "
+                               "sightings are lost are not said never to have browsed "
+                               "until %s at the latest", exc, until)
             else:
                 logger.debug("device sighting not recorded: %s", exc)
-            self.browsing_unknown_until = now + BROWSE_SECONDS
 
     async def feedback(self, request_id: str, outcome: Outcome, now: float) -> FeedbackResult:
         """Record an outcome for a recent decision, once.

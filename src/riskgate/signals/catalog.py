@@ -151,8 +151,8 @@ CATALOG: Final[dict[str, SignalSpec]] = _catalog(
                    "This device id was seen on an unscored request (a page's script call, a "
                    "search) in the last hour. None without a device id, until the "
                    "gateway has seen any unscored request carry one (decision API alone, "
-                   "or pages that never send it), and for an hour after the store lost a "
-                   "sighting (the device would read as one that never browsed).",
+                   "or pages that never send it), and for an hour after the store lost one "
+                   "of the device's sightings (it would read as one that never browsed).",
                    "store", "one op in the decision's round trip"),
         SignalSpec("account.travel_speed_kmh", "float",
                    "Great-circle speed from the account's previous login location, km/h.",
