@@ -5,7 +5,9 @@ The same upstream (baselines.upstream_app) measured three ways in one run: ``dir
 upstream: the floor) and ``through`` (wrk -> riskgate serve -> upstream), with the
 request mix of proxy_workload.py replayed by proxy.lua. Phase 1 drives them flat out at
 --proxy-connections; phase 2 sends each the same fixed rate, half the median maximum of
-``through``, where the goal is p99(through) - p99(direct) <= 5 ms. Runs are interleaved
+``through``, where the goal is p99(through) - p99(direct) <= 5 ms. Phase 3 is the floor
+under that goal: ``forward`` and ``direct`` at half the median maximum of ``forward``,
+which is what the goal would measure if a decision cost nothing. Runs are interleaved
 within each phase, the order rotated every round, as for the decide bench.
 """
 
@@ -42,6 +44,8 @@ from harness import (
 )
 
 TARGETS = {"proxy_p99_overhead_ms": 5.0}
+#: Flat out; at half the proxy's maximum (the goal's rate); forwarding alone at half its own.
+PHASES = ("max", "paced", "floor")
 #: ``forward`` is riskgate's forwarding alone (baselines.forward_app): the proxy's floor.
 PROXY_TARGETS = ("direct", "forward", "through")
 #: Expected answers: 2xx, a failed login's 401 (the upstream's, passed on) and, through
@@ -74,7 +78,7 @@ class ProxyTarget:
     #: The processes serving this target: riskgate and the upstream for ``through``.
     children: list[Child]
     runs: dict[str, list[dict[str, Any]]] = field(
-        default_factory=lambda: {"max": [], "paced": []})
+        default_factory=lambda: {"max": [], "paced": [], "floor": []})
 
 
 def proxy_config(tmp: Path, redis_port: int, upstream_port: int, args: argparse.Namespace,
@@ -209,9 +213,10 @@ def run(args: argparse.Namespace, tmp: Path, redis: RedisServer, problems: list[
                 problems.append(problem)
                 print(f"!! {problem}", flush=True)
 
-        def phase(name: str, rate: float | None) -> None:
+        def phase(name: str, rate: float | None, names: tuple[str, ...] = PROXY_TARGETS,
+                  ) -> None:
             for round_ in range(args.runs):
-                for target_name in rotated(list(PROXY_TARGETS), round_):
+                for target_name in rotated(list(names), round_):
                     target = targets[target_name]
                     quiet = wait_for_quiet(args.quiet_wait)
                     result = measure_proxy(target, name, args, requests_file, redis, rate)
@@ -233,13 +238,19 @@ def run(args: argparse.Namespace, tmp: Path, redis: RedisServer, problems: list[
         print(f"bench: proxy: paced runs at {half:,.0f} req/s, half the proxy's median "
               "maximum", flush=True)
         phase("paced", half)
-    return {"rate": half, "runs": {name: t.runs for name, t in targets.items()}}
+        floor = median(targets["forward"].runs["max"], "rps") / 2
+        print(f"bench: proxy: the floor: forwarding alone at {floor:,.0f} req/s, half its own "
+              "median maximum", flush=True)
+        phase("floor", floor, ("direct", "forward"))
+    return {"rate": half, "floor_rate": floor,
+            "runs": {name: t.runs for name, t in targets.items()}}
 
 
 def summarize(proxy: dict[str, Any]) -> dict[str, Any]:
     runs = proxy["runs"]
-    summary: dict[str, Any] = {"paced_rate_rps": round(proxy["rate"], 1)}
-    for phase in ("max", "paced"):
+    summary: dict[str, Any] = {"paced_rate_rps": round(proxy["rate"], 1),
+                               "floor_rate_rps": round(proxy["floor_rate"], 1)}
+    for phase in PHASES:
         rows = {}
         for target in PROXY_TARGETS:
             done = runs[target][phase]
@@ -253,9 +264,10 @@ def summarize(proxy: dict[str, Any]) -> dict[str, Any]:
             for key in ("upstream_cpu_us_per_request", "redis-server_cpu_us_per_request"):
                 if key in done[0]:
                     row[key.replace("-server", "")] = median(done, key)
-            for proxy in ("riskgate", "forward"):
-                if f"{proxy}_cpu_us_per_request" in done[0]:
-                    row["proxy_cpu_us_per_request"] = median(done, f"{proxy}_cpu_us_per_request")
+            for server in ("riskgate", "forward"):
+                if f"{server}_cpu_us_per_request" in done[0]:
+                    row["proxy_cpu_us_per_request"] = median(done,
+                                                             f"{server}_cpu_us_per_request")
             rows[target] = row
         summary[phase] = rows
     paced = summary["paced"]
@@ -270,13 +282,28 @@ def summarize(proxy: dict[str, Any]) -> dict[str, Any]:
             zip(runs["through"]["paced"], runs["direct"]["paced"], strict=True)]
         summary["meets_goal"] = summary["p99_overhead_ms"] <= TARGETS["proxy_p99_overhead_ms"]
     if "direct" in paced and "forward" in paced:
-        # The floor: what forwarding alone adds at the same rate, with no decision.
+        # What forwarding alone adds at the same rate, with no decision.
         summary["forward_p99_overhead_ms"] = round(
             (paced["forward"]["p99_us"] - paced["direct"]["p99_us"]) / 1000, 2)
-    for proxy in ("through", "forward"):
-        if summary["max"].get(proxy) and summary["max"].get("direct"):
-            summary[f"max_{proxy}/direct"] = round(
-                summary["max"][proxy]["rps"] / summary["max"]["direct"]["rps"], 3)
+    floor = summary["floor"]
+    if "direct" in floor and "forward" in floor:
+        # The goal's own measure for a proxy whose decisions cost nothing.
+        summary["floor_p99_overhead_ms"] = round(
+            (floor["forward"]["p99_us"] - floor["direct"]["p99_us"]) / 1000, 2)
+        summary["floor_p99_overhead_ms per round"] = [
+            round((f["p99_us"] - d["p99_us"]) / 1000, 2) for f, d in
+            zip(runs["forward"]["floor"], runs["direct"]["floor"], strict=True)]
+    # How busy the proxy's one worker was at the paced rate: queueing, not the work of
+    # one request, is what a p99 at a steady rate measures once this nears one.
+    for phase, proxy_name, rate in (("paced", "through", summary["paced_rate_rps"]),
+                                    ("floor", "forward", summary["floor_rate_rps"])):
+        cpu = summary[phase].get(proxy_name, {}).get("proxy_cpu_us_per_request")
+        if cpu is not None:
+            summary[f"{phase}_{proxy_name}_busy"] = round(rate * cpu / 1e6, 2)
+    for target in ("through", "forward"):
+        if summary["max"].get(target) and summary["max"].get("direct"):
+            summary[f"max_{target}/direct"] = round(
+                summary["max"][target]["rps"] / summary["max"]["direct"]["rps"], 3)
     mix: dict[str, int] = {}
     for result in runs["through"]["max"] + runs["through"]["paced"]:
         for key, count in result.get("decisions", {}).items():

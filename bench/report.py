@@ -115,7 +115,7 @@ def print_proxy(summary: dict[str, Any]) -> None:
     print()
     print(f"proxy      {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU µs':>12}   "
           f"runs (req/s; p99 ms)")
-    for phase in ("max", "paced"):
+    for phase in proxy_bench.PHASES:
         for target in proxy_bench.PROXY_TARGETS:
             row = summary[phase].get(target)
             if row is None:
@@ -142,6 +142,15 @@ def print_proxy(summary: dict[str, Any]) -> None:
         if "forward_p99_overhead_ms" in summary:
             print(f"  forwarding alone at the same rate: p99 overhead "
                   f"{summary['forward_p99_overhead_ms']:.2f} ms")
+        if "paced_through_busy" in summary:
+            print(f"  the proxy's worker busy {summary['paced_through_busy']:.0%} of the time "
+                  "at that rate")
+    if "floor_p99_overhead_ms" in summary:
+        rounds = " ".join(f"{v:.2f}" for v in summary["floor_p99_overhead_ms per round"])
+        busy = summary.get("floor_forward_busy")
+        print(f"the floor, forwarding alone at {summary['floor_rate_rps']:,.0f} req/s (half its "
+              f"own max): p99 overhead {summary['floor_p99_overhead_ms']:.2f} ms (per round: "
+              f"{rounds})" + ("" if busy is None else f", its worker busy {busy:.0%}"))
     shares = ", ".join(f"{d} {s:.1%}" for d, s in summary["decision_shares"].items())
     print(f"proxy decisions (riskgate_decisions_total, all through runs): {shares or 'none'}")
     print("  " + ", ".join(f"{k}={v}" for k, v in summary["decisions"].items()))

@@ -20,8 +20,9 @@ What it does, all on 127.0.0.1 and cleaned up at the end (also on Ctrl-C or an e
 6. with ``proxy`` among ``--servers`` (the default), measures the reverse proxy (issue #5):
    a trivial upstream straight, through riskgate's forwarding alone and through
    ``riskgate serve``, interleaved, first at full speed, then all at a fixed rate of
-   half the proxy's measured maximum, where the p99 overhead is held against the goal
-   (see bench/proxy_bench.py).
+   half the proxy's measured maximum, where the p99 overhead is held against the goal,
+   then forwarding alone at half its own maximum: the same measure for a decision that
+   cost nothing, the floor under the goal (see bench/proxy_bench.py).
 
 Exit status: 0 when every run completed without a non-2xx answer or socket error, 1 if
 not (including riskgate failing to start), 2 if the harness itself could not run. Missing
