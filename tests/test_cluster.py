@@ -162,20 +162,24 @@ async def test_a_slot_the_cluster_cannot_serve_for_a_moment_is_asked_again(
         redis_cluster.wait_until_healthy()
 
 
+def _owner_port(node: RedisServer, slot: int) -> int | None:
+    """The port of the primary that owns ``slot``, as ``node`` sees the cluster."""
+    with node.client() as client:
+        for first, last, owner, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return int(owner[1])
+    return None
+
+
 def _owns(primary: RedisServer, slot: int) -> bool:
-    with primary.client() as client:
-        return any(first <= slot <= last and int(owner[1]) == primary.port
-                   for first, last, owner, *_ in client.execute_command("CLUSTER", "SLOTS"))
+    return _owner_port(primary, slot) == primary.port
 
 
 def _serves_slot_of(replica: RedisServer, key: str) -> bool:
     """Whether ``replica`` replicates the primary that owns ``key``'s slot."""
     with replica.client() as client:
         primary_port = int(client.info("replication")["master_port"])
-        for first, last, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
-            if int(primary[1]) == primary_port and first <= key_slot(key.encode()) <= last:
-                return True
-    return False
+    return _owner_port(replica, key_slot(key.encode())) == primary_port
 
 
 def test_decisions_stay_answered_while_a_killed_primary_fails_over_and_then_recover(

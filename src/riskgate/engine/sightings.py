@@ -51,7 +51,8 @@ class LostSightings:
         """Note that ``device_key``'s sighting at ``now`` was lost; True when no other
         loss was in force (the start of a spell, worth a warning)."""
         until = now + BROWSE_SECONDS
-        first, self._latest_until = now >= self._latest_until, until
+        first = now >= self._latest_until
+        self._latest_until = until
         if now < self._everyone_until:
             self._everyone_until = until
             return first
