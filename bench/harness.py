@@ -154,6 +154,13 @@ def uvicorn_argv(app: str, port: int) -> list[str]:
             "--http", "httptools", "--no-access-log", "--log-level", "warning"]
 
 
+def start_upstream(tmp: Path) -> tuple[Child, int]:
+    """The proxy measurements' trivial site (``baselines.upstream_app``), and its port."""
+    port = free_port()
+    return Child.listening("upstream", uvicorn_argv("baselines:upstream_app", port), port,
+                           tmp / "upstream.log"), port
+
+
 def riskgate_argv(config: Path, port: int, workers: int = 1) -> list[str]:
     return [str(BIN / "riskgate"), "serve", "--config", str(config),
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]

@@ -29,8 +29,8 @@ from harness import (
     free_port,
     riskgate_argv,
     riskgate_config,
+    start_upstream,
     stopping,
-    uvicorn_argv,
 )
 from proxy_bench import PROXY_ROUTES
 
@@ -98,10 +98,9 @@ def main() -> int:
         tmp = Path(name)
         children: list[Child] = []
         with stopping(children):
-            upstream_port, gateway_port = free_port(), free_port()
-            children.append(Child.listening(
-                "upstream", uvicorn_argv("baselines:upstream_app", upstream_port),
-                upstream_port, tmp / "upstream.log"))
+            upstream, upstream_port = start_upstream(tmp)
+            children.append(upstream)
+            gateway_port = free_port()
             config = riskgate_config(
                 tmp / "riskgate.yaml", "memory://", ROOT / "rules", None,
                 f"upstream: http://127.0.0.1:{upstream_port}\n" + PROXY_ROUTES)

@@ -32,8 +32,8 @@ from harness import (
     riskgate_argv,
     riskgate_config,
     seconds,
+    start_upstream,
     stopping,
-    uvicorn_argv,
     wrk,
 )
 from proxy_bench import PROXY_ROUTES
@@ -128,10 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 store = f"redis://127.0.0.1:{redis.port}/0"
                 extra = "model: {enabled: true}\n" if args.model else ""
                 if args.proxy:
-                    upstream_port = free_port()
-                    children.append(Child.listening(
-                        "upstream", uvicorn_argv("baselines:upstream_app", upstream_port),
-                        upstream_port, tmp / "upstream.log"))
+                    upstream, upstream_port = start_upstream(tmp)
+                    children.append(upstream)
                     extra += (f"upstream: http://127.0.0.1:{upstream_port}\n"
                               "trusted_proxies: [127.0.0.1/32]\n"
                               "device_id: header:X-Device-Id\n" + PROXY_ROUTES)

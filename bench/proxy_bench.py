@@ -37,6 +37,7 @@ from harness import (
     riskgate_config,
     rotated,
     run_summary,
+    start_upstream,
     stopping,
     uvicorn_argv,
     wait_for_quiet,
@@ -184,10 +185,7 @@ def run(args: argparse.Namespace, tmp: Path, redis: RedisServer, problems: list[
     requests = proxy_workload.write_requests(requests_file, args.proxy_requests)
     children: list[Child] = []
     with stopping(children):
-        upstream_port = free_port()
-        upstream = Child.listening(
-            "upstream", uvicorn_argv("baselines:upstream_app", upstream_port), upstream_port,
-            tmp / "upstream.log")
+        upstream, upstream_port = start_upstream(tmp)
         children.append(upstream)
         gateway_port = free_port()
         config = proxy_config(tmp, redis.port, upstream_port, args)

@@ -33,8 +33,8 @@ from harness import (
     Child,
     free_port,
     redis_server,
+    start_upstream,
     stopping,
-    uvicorn_argv,
     wrk,
 )
 from proxy_bench import proxy_config
@@ -48,10 +48,10 @@ def involuntary_switches(pid: int) -> int:
     raise BenchError(f"/proc/{pid} has no context-switch count")
 
 
-def cpu_by_command(labels: dict[int, str]) -> dict[str, float]:
-    """CPU seconds used so far by every process, summed by ``labels`` or command name."""
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's command name and the CPU seconds it has used so far."""
     ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = collections.defaultdict(float)
+    used: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -60,9 +60,22 @@ def cpu_by_command(labels: dict[int, str]) -> dict[str, float]:
         except OSError:
             continue  # gone meanwhile
         fields = stat[stat.rindex(")") + 2:].split()
-        name = labels.get(int(entry.name)) or stat[stat.index("(") + 1:stat.rindex(")")]
-        used[name] += (int(fields[11]) + int(fields[12])) / ticks
+        used[int(entry.name)] = (stat[stat.index("(") + 1:stat.rindex(")")],
+                                 (int(fields[11]) + int(fields[12])) / ticks)
     return used
+
+
+def cores_by_command(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                     seconds: float, labels: dict[int, str]) -> dict[str, float]:
+    """Cores each command used between two readings, by ``labels`` or command name.
+
+    Per process first: a kernel worker renames itself for each job it takes, so its
+    name at the end may not be its name at the start.
+    """
+    cores: dict[str, float] = collections.defaultdict(float)
+    for pid, (name, used) in after.items():
+        cores[labels.get(pid, name)] += (used - before.get(pid, (name, 0.0))[1]) / seconds
+    return cores
 
 
 def stalls_between(path: Path, start: float, end: float) -> list[dict[str, float]]:
@@ -100,10 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         with redis_server(tmp) as redis:
             children: list[Child] = []
             with stopping(children):
-                upstream_port, port = free_port(), free_port()
-                children.append(Child.listening(
-                    "upstream", uvicorn_argv("baselines:upstream_app", upstream_port),
-                    upstream_port, tmp / "upstream.log"))
+                upstream, upstream_port = start_upstream(tmp)
+                children.append(upstream)
+                port = free_port()
                 config = proxy_config(tmp, redis.port, upstream_port, args)
                 stall_log = args.stall_log or tmp / "stalls.jsonl"
                 stall_log.write_text("")
@@ -125,15 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"stalls: flat out {flat_out['rps']:,.0f} req/s; rounds at {rate:,.0f}")
                 pid = riskgate.proc.pid
                 # Both are "python" to the kernel.
-                labels = {pid: "riskgate", children[0].proc.pid: "upstream"}
+                labels = {pid: "riskgate", upstream.proc.pid: "upstream"}
                 for number in range(1, args.rounds + 1):
-                    switches, cpu = involuntary_switches(pid), cpu_by_command(labels)
+                    switches, cpu = involuntary_switches(pid), cpu_by_process()
                     start = time.time()
                     result = wrk("proxy.lua", url, args.duration, 1, args.connections,
                                  str(requests), f"{rate:.3f}")
                     end = time.time()
-                    shares = {name: (used - cpu.get(name, 0.0)) / (end - start)
-                              for name, used in cpu_by_command(labels).items()}
+                    shares = cores_by_command(cpu, cpu_by_process(), end - start, labels)
                     print(round_line(number, result, stalls_between(stall_log, start, end),
                                      involuntary_switches(pid) - switches, shares), flush=True)
     return 0
