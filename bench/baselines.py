@@ -207,5 +207,5 @@ forward_app = _forward_app()
 # Last, once everything above is built. Unfrozen, the ~130,000 objects of the imports
 # stayed in the oldest generation, and each full collection walked them all: 60-85 ms,
 # 15 times in one proxy bench run of forward_app (timed with gc.callbacks), stalls that
-# landed in whichever timed run was on and made the floor's p99 swing from 1 to 33 ms.
+# landed in whichever timed run was on.
 gc.freeze()

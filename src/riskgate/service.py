@@ -55,7 +55,7 @@ class HostEffects:
     """What a started service may do to the process it runs in.
 
     ``freeze_gc``: move everything built at start (rule set, parsers, lists) out of the
-    collector's sight, so a full collection walks only what serving made: 3-9 ms in the
+    collector's sight, so a full collection walks only what serving made: 3-12 ms in the
     proxy bench, where the two before the freeze, over the start-up heap, took 25 and
     61 ms. Process-wide: it also freezes the host application's objects.
     ``reload_on_sighup``: install a SIGHUP handler on the running loop. ``watch_rules``:
