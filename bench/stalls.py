@@ -1,16 +1,15 @@
 """Where the proxy's paced p99 goes: riskgate's own work, or time its thread did not run.
 
 ``make bench`` holds the proxy's p99 overhead at half its maximum load to 5 ms, and the
-same code has measured 2-4 ms one day and 12-77 ms the next on this shared virtual
+same code's rounds have measured from 2 ms to over 30 ms on this shared virtual
 machine. This runs the proxy bench's set-up (its upstream, config, routes and request
 mix) with riskgate started through bench/loopwatch.py: flat out once, as ``make bench``
 drives it before its paced runs, then ``--rounds`` rounds at half that rate (or
 ``--rate``). Each round prints wrk's latencies, the event-loop stalls in it and, of
 their time, how much the loop's thread spent running: running is riskgate's own work
 (requests back to back, a long callback, a garbage collection); not running is the
-machine's. Also printed: the
-thread's involuntary context switches, and how much CPU every process on the machine
-used, so a stall can be set against what else ran.
+machine's. Also printed: the thread's involuntary context switches, and the cores every
+process on the machine used (wrk too), so a stall can be set against what else ran.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from harness import (
     HERE,
     BenchError,
     Child,
+    children_cpu_seconds,
     free_port,
     redis_server,
     start_upstream,
@@ -140,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                 labels = {pid: "riskgate", upstream.proc.pid: "upstream"}
                 for number in range(1, args.rounds + 1):
                     switches, cpu = involuntary_switches(pid), cpu_by_process()
+                    waited_for = children_cpu_seconds()  # wrk's, once it has exited
                     start = time.time()
                     result = wrk("proxy.lua", url, args.duration, 1, args.connections,
                                  str(requests), f"{rate:.3f}")
                     end = time.time()
                     shares = cores_by_command(cpu, cpu_by_process(), end - start, labels)
+                    shares["wrk"] = (children_cpu_seconds() - waited_for) / (end - start)
                     print(round_line(number, result, stalls_between(stall_log, start, end),
                                      involuntary_switches(pid) - switches, shares), flush=True)
     return 0
