@@ -244,6 +244,17 @@ def run(args: argparse.Namespace, tmp: Path, redis: RedisServer, problems: list[
             "runs": {name: t.runs for name, t in targets.items()}}
 
 
+def _overhead_ms(proxied: dict[str, Any], direct: dict[str, Any], key: str = "p99_us",
+                 ) -> float:
+    """What going through the proxy added to a latency percentile, in ms."""
+    return round((proxied[key] - direct[key]) / 1000, 2)
+
+
+def _overhead_ms_per_round(runs: dict[str, Any], phase: str, proxy: str) -> list[float]:
+    return [_overhead_ms(proxied, direct) for proxied, direct in
+            zip(runs[proxy][phase], runs["direct"][phase], strict=True)]
+
+
 def summarize(proxy: dict[str, Any]) -> dict[str, Any]:
     runs = proxy["runs"]
     summary: dict[str, Any] = {"paced_rate_rps": round(proxy["rate"], 1),
@@ -270,27 +281,20 @@ def summarize(proxy: dict[str, Any]) -> dict[str, Any]:
         summary[phase] = rows
     paced = summary["paced"]
     if "direct" in paced and "through" in paced:
-        summary["p50_overhead_ms"] = round(
-            (paced["through"]["p50_us"] - paced["direct"]["p50_us"]) / 1000, 2)
-        summary["p99_overhead_ms"] = round(
-            (paced["through"]["p99_us"] - paced["direct"]["p99_us"]) / 1000, 2)
+        summary["p50_overhead_ms"] = _overhead_ms(paced["through"], paced["direct"], "p50_us")
+        summary["p99_overhead_ms"] = _overhead_ms(paced["through"], paced["direct"])
         # Per round too (runs seconds apart), to see how steady the difference is.
-        summary["p99_overhead_ms per round"] = [
-            round((t["p99_us"] - d["p99_us"]) / 1000, 2) for t, d in
-            zip(runs["through"]["paced"], runs["direct"]["paced"], strict=True)]
+        summary["p99_overhead_ms per round"] = _overhead_ms_per_round(runs, "paced", "through")
         summary["meets_goal"] = summary["p99_overhead_ms"] <= TARGETS["proxy_p99_overhead_ms"]
     if "direct" in paced and "forward" in paced:
         # What forwarding alone adds at the same rate, with no decision.
-        summary["forward_p99_overhead_ms"] = round(
-            (paced["forward"]["p99_us"] - paced["direct"]["p99_us"]) / 1000, 2)
+        summary["forward_p99_overhead_ms"] = _overhead_ms(paced["forward"], paced["direct"])
     floor = summary["floor"]
     if "direct" in floor and "forward" in floor:
         # The goal's own measure for a proxy whose decisions cost nothing.
-        summary["floor_p99_overhead_ms"] = round(
-            (floor["forward"]["p99_us"] - floor["direct"]["p99_us"]) / 1000, 2)
-        summary["floor_p99_overhead_ms per round"] = [
-            round((f["p99_us"] - d["p99_us"]) / 1000, 2) for f, d in
-            zip(runs["forward"]["floor"], runs["direct"]["floor"], strict=True)]
+        summary["floor_p99_overhead_ms"] = _overhead_ms(floor["forward"], floor["direct"])
+        summary["floor_p99_overhead_ms per round"] = _overhead_ms_per_round(
+            runs, "floor", "forward")
     # How busy the proxy's one worker was at the paced rate: queueing, not the work of
     # one request, is what a p99 at a steady rate measures once this nears one.
     for phase, proxy_name, rate in (("paced", "through", summary["paced_rate_rps"]),
